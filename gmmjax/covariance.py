@@ -1,0 +1,284 @@
+"""The four covariance types, one small object each, and the registry that names them.
+
+Every piece of type-specific arithmetic lives here; the rest of the package asks the registry
+(``get_covariance_model(name)``) and never branches on the covariance type itself.
+
+Notation: K components, D features, N rows. ``U`` is the precision Cholesky factor in sklearn's
+convention: upper-triangular with precision = U Uᵀ (full/tied), or its diagonal (diag: (K, D)),
+or a scalar per component (spherical: (K,)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import solve_triangular
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _eye_like(a: jax.Array) -> jax.Array:
+    return jnp.broadcast_to(jnp.eye(a.shape[-1], dtype=a.dtype), a.shape)
+
+
+def _upper_cholesky_of_inverse(cov: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """U = L⁻ᵀ with Σ = L Lᵀ, so U Uᵀ = Σ⁻¹. Works batched over leading axes. Returns (U, ok)."""
+    lower = jnp.linalg.cholesky(cov)
+    ok = jnp.all(jnp.isfinite(lower))
+    lower = jnp.where(ok, lower, _eye_like(cov))
+    u = jnp.swapaxes(solve_triangular(lower, _eye_like(cov), lower=True), -1, -2)
+    return u, ok
+
+
+def _cholesky_from_precision(prec: jax.Array) -> jax.Array:
+    """Upper U with prec = U Uᵀ: U = J chol(J P J) J, J the exchange matrix (sklearn #26415)."""
+    flipped = jnp.flip(prec, axis=(-2, -1))
+    return jnp.flip(jnp.linalg.cholesky(flipped), axis=(-2, -1))
+
+
+def _inverse_of_upper(u: jax.Array) -> jax.Array:
+    return solve_triangular(u, _eye_like(u), lower=False)
+
+
+class CovarianceModel:
+    """Interface: the arithmetic one covariance type needs. Subclasses hold no state."""
+
+    name: str
+
+    def shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def n_parameters(self, n_components: int, n_features: int) -> int:
+        """Free parameters of the covariances alone."""
+        raise NotImplementedError
+
+    def log_det(self, prec_chol: jax.Array, n_features: int) -> jax.Array:
+        """(K,) sum of log diag(U) = ½ log det(precision). ``n_features`` is for spherical."""
+        raise NotImplementedError
+
+    def mahalanobis(self, x: jax.Array, means: jax.Array, prec_chol: jax.Array) -> jax.Array:
+        """(N, K) squared Mahalanobis distances of rows x (N, D) to means (K, D)."""
+        raise NotImplementedError
+
+    def scatter(self, x: jax.Array, resp: jax.Array, centers: jax.Array) -> jax.Array:
+        """Σ_n resp[n,k] (x_n − c_k)(x_n − c_k)ᵀ reduced to this type's statistic.
+
+        full: (K, D, D); tied: (D, D), summed over k; diag: (K, D); spherical: (K,), mean over D.
+        ``resp`` (N, K) already includes the sample weights.
+        """
+        raise NotImplementedError
+
+    def outer(self, a: jax.Array, coef: jax.Array) -> jax.Array:
+        """Σ-shaped coef_k a_k a_kᵀ for a (K, D), reduced like :meth:`scatter`."""
+        raise NotImplementedError
+
+    def from_scatter(self, scatter: jax.Array, nk: jax.Array) -> jax.Array:
+        """Covariances (without reg) from a centred scatter and nk (K,) (eps-floored)."""
+        raise NotImplementedError
+
+    def add_reg(self, cov: jax.Array, reg_covar) -> jax.Array:
+        raise NotImplementedError
+
+    def precision_cholesky(self, cov: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(U, ok): ok is False when a covariance is not positive definite (ill-defined)."""
+        raise NotImplementedError
+
+    def covariance_from_precision_cholesky(self, prec_chol: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def precisions(self, prec_chol: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def precision_cholesky_from_precisions(self, precisions: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def noise_transform(self, z: jax.Array, labels: jax.Array, prec_chol: jax.Array) -> jax.Array:
+        """Map standard normal z (n, D) to N(0, Σ_label) draws, differentiable in U."""
+        raise NotImplementedError
+
+    def per_component(self, cov_or_chol: jax.Array, n_components: int) -> jax.Array:
+        """Broadcast a tied quantity to (K, ...); identity for the other types."""
+        return cov_or_chol
+
+
+class Full(CovarianceModel):
+    name = "full"
+
+    def shape(self, n_components, n_features):
+        return (n_components, n_features, n_features)
+
+    def n_parameters(self, n_components, n_features):
+        return n_components * n_features * (n_features + 1) // 2
+
+    def log_det(self, prec_chol, n_features):
+        return jnp.sum(jnp.log(jnp.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)
+
+    def mahalanobis(self, x, means, prec_chol):
+        # One (N, D) x (D, K·D) GEMM for all components, minus the (K, D) means term.
+        y = jnp.einsum("nd,kde->nke", x, prec_chol, precision=HIGHEST)
+        y = y - jnp.einsum("kd,kde->ke", means, prec_chol, precision=HIGHEST)
+        return jnp.sum(y * y, axis=-1)
+
+    def scatter(self, x, resp, centers):
+        # Σ_n r (x−c)(x−c)ᵀ as a batched GEMM over components on centred rows (no cancellation).
+        diff = x[:, None, :] - centers[None]
+        return jnp.einsum("nkd,nke->kde", resp[:, :, None] * diff, diff, precision=HIGHEST)
+
+    def outer(self, a, coef):
+        return coef[:, None, None] * a[:, :, None] * a[:, None, :]
+
+    def from_scatter(self, scatter, nk):
+        cov = scatter / nk[:, None, None]
+        return 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
+
+    def add_reg(self, cov, reg_covar):
+        return cov + reg_covar * jnp.eye(cov.shape[-1], dtype=cov.dtype)
+
+    def precision_cholesky(self, cov):
+        return _upper_cholesky_of_inverse(cov)
+
+    def covariance_from_precision_cholesky(self, prec_chol):
+        inv = _inverse_of_upper(prec_chol)
+        return jnp.einsum("...ji,...jk->...ik", inv, inv, precision=HIGHEST)
+
+    def precisions(self, prec_chol):
+        return jnp.einsum("...ij,...kj->...ik", prec_chol, prec_chol, precision=HIGHEST)
+
+    def precision_cholesky_from_precisions(self, precisions):
+        return _cholesky_from_precision(precisions)
+
+    def noise_transform(self, z, labels, prec_chol):
+        # x − μ = U⁻ᵀ z has covariance U⁻ᵀ U⁻¹ = (U Uᵀ)⁻¹.
+        inv_t = jnp.swapaxes(_inverse_of_upper(prec_chol), -1, -2)
+        return jnp.einsum("nde,ne->nd", inv_t[labels], z, precision=HIGHEST)
+
+
+class Tied(Full):
+    name = "tied"
+
+    def shape(self, n_components, n_features):
+        return (n_features, n_features)
+
+    def n_parameters(self, n_components, n_features):
+        return n_features * (n_features + 1) // 2
+
+    def log_det(self, prec_chol, n_features):
+        return jnp.sum(jnp.log(jnp.diagonal(prec_chol)))[None]
+
+    def mahalanobis(self, x, means, prec_chol):
+        y = jnp.matmul(x, prec_chol, precision=HIGHEST)
+        m = jnp.matmul(means, prec_chol, precision=HIGHEST)
+        diff = y[:, None, :] - m[None]
+        return jnp.sum(diff * diff, axis=-1)
+
+    def scatter(self, x, resp, centers):
+        diff = x[:, None, :] - centers[None]
+        return jnp.einsum("nkd,nke->de", resp[:, :, None] * diff, diff, precision=HIGHEST)
+
+    def outer(self, a, coef):
+        return jnp.einsum("k,kd,ke->de", coef, a, a, precision=HIGHEST)
+
+    def from_scatter(self, scatter, nk):
+        cov = scatter / jnp.sum(nk)
+        return 0.5 * (cov + cov.T)
+
+    def noise_transform(self, z, labels, prec_chol):
+        inv_t = _inverse_of_upper(prec_chol).T
+        return jnp.matmul(z, inv_t.T, precision=HIGHEST)
+
+    def per_component(self, cov_or_chol, n_components):
+        return jnp.broadcast_to(cov_or_chol, (n_components,) + cov_or_chol.shape)
+
+
+class Diag(CovarianceModel):
+    name = "diag"
+
+    def shape(self, n_components, n_features):
+        return (n_components, n_features)
+
+    def n_parameters(self, n_components, n_features):
+        return n_components * n_features
+
+    def log_det(self, prec_chol, n_features):
+        return jnp.sum(jnp.log(prec_chol), axis=-1)
+
+    def mahalanobis(self, x, means, prec_chol):
+        diff = (x[:, None, :] - means[None]) * prec_chol[None]
+        return jnp.sum(diff * diff, axis=-1)
+
+    def scatter(self, x, resp, centers):
+        diff = x[:, None, :] - centers[None]
+        return jnp.sum(resp[:, :, None] * diff * diff, axis=0)
+
+    def outer(self, a, coef):
+        return coef[:, None] * a * a
+
+    def from_scatter(self, scatter, nk):
+        return scatter / nk[:, None]
+
+    def add_reg(self, cov, reg_covar):
+        return cov + reg_covar
+
+    def precision_cholesky(self, cov):
+        ok = jnp.all(cov > 0)
+        return jax.lax.rsqrt(jnp.where(cov > 0, cov, 1.0)), ok
+
+    def covariance_from_precision_cholesky(self, prec_chol):
+        return 1.0 / (prec_chol * prec_chol)
+
+    def precisions(self, prec_chol):
+        return prec_chol * prec_chol
+
+    def precision_cholesky_from_precisions(self, precisions):
+        return jnp.sqrt(precisions)
+
+    def noise_transform(self, z, labels, prec_chol):
+        return z / prec_chol[labels]
+
+
+class Spherical(Diag):
+    name = "spherical"
+
+    def shape(self, n_components, n_features):
+        return (n_components,)
+
+    def n_parameters(self, n_components, n_features):
+        return n_components
+
+    def log_det(self, prec_chol, n_features):
+        return n_features * jnp.log(prec_chol)
+
+    def mahalanobis(self, x, means, prec_chol):
+        diff = x[:, None, :] - means[None]
+        return jnp.sum(diff * diff, axis=-1) * (prec_chol * prec_chol)[None]
+
+    def scatter(self, x, resp, centers):
+        return jnp.mean(super().scatter(x, resp, centers), axis=-1)
+
+    def outer(self, a, coef):
+        return coef * jnp.mean(a * a, axis=-1)
+
+    def from_scatter(self, scatter, nk):
+        return scatter / nk
+
+    def noise_transform(self, z, labels, prec_chol):
+        return z / prec_chol[labels][:, None]
+
+
+COVARIANCE_MODELS: dict[str, CovarianceModel] = {
+    model.name: model for model in (Full(), Tied(), Diag(), Spherical())
+}
+COVARIANCE_TYPES = tuple(COVARIANCE_MODELS)
+LOG_2PI = math.log(2 * math.pi)
+
+
+def get_covariance_model(covariance_type: str) -> CovarianceModel:
+    """The registry: the object for ``covariance_type`` or a ValueError that lists the valid ones."""
+    try:
+        return COVARIANCE_MODELS[covariance_type]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown covariance_type {covariance_type!r}; expected one of {list(COVARIANCE_TYPES)}."
+        ) from None

@@ -1,0 +1,153 @@
+"""E-step, M-step, one EM step, and the generic ``lax.while_loop`` driver with status codes."""
+
+from __future__ import annotations
+
+import enum
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .covariance import get_covariance_model
+from .params import MixtureParams
+from .stats import (SuffStats, chunked_map, log_resp_and_norm, resp_statistics,
+                    sufficient_statistics, weighted_log_prob)
+
+
+class Status(enum.IntEnum):
+    """Outcome of a fit, returned as data from inside jit (``FitResult.status``)."""
+
+    CONVERGED = 0                 # |Δ lower bound| < tol
+    MAX_ITER_REACHED = 1          # ran max_iter iterations without converging (a warning, not an error)
+    ILL_DEFINED_COVARIANCE = 2    # a covariance lost positive definiteness (collapsed component)
+    NONFINITE = 3                 # the log-likelihood became NaN or inf
+
+
+class FitResult(NamedTuple):
+    """What :func:`gmmjax.fit` returns (a pytree, so ``vmap(fit)`` stacks it).
+
+    params: best restart's MixtureParams; lower_bound: its final mean log-likelihood (sklearn's
+    ``lower_bound_``); lower_bounds (max_iter,): its per-iteration history, NaN past n_iter;
+    n_iter, converged, status: of that restart; restart_lower_bounds / restart_status (n_init,):
+    every restart's final bound and status.
+    """
+
+    params: MixtureParams
+    lower_bound: jax.Array
+    lower_bounds: jax.Array
+    n_iter: jax.Array
+    converged: jax.Array
+    status: jax.Array
+    restart_lower_bounds: jax.Array
+    restart_status: jax.Array
+
+
+def _eps(dtype) -> jax.Array:
+    return 10 * jnp.finfo(dtype).eps
+
+
+def params_from_stats(stats: SuffStats, centers: jax.Array, covariance_type: str, reg_covar,
+                      shift: jax.Array) -> tuple[MixtureParams, jax.Array]:
+    """The M-step: parameters from statistics centred on ``centers`` (shifted frame). -> (params, ok).
+
+    nk is floored with 10·eps as sklearn does, so an empty component keeps its centre and gets
+    covariance ``reg_covar``.
+    """
+    model = get_covariance_model(covariance_type)
+    nk = stats.nk + _eps(stats.nk.dtype)
+    delta = stats.sx / nk[:, None]
+    # Σ r (x−μ)(x−μ)ᵀ with μ = c + sx/ñ equals scatter − (2/ñ − n/ñ²)·sx sxᵀ.
+    coef = (2.0 - stats.nk / nk) / nk
+    centred = stats.scatter - model.outer(stats.sx, coef)
+    cov = model.add_reg(model.from_scatter(centred, nk), reg_covar)
+    prec_chol, ok = model.precision_cholesky(cov)
+    params = MixtureParams(nk / jnp.sum(nk), centers + delta + shift, cov, prec_chol,
+                           covariance_type)
+    return params, ok
+
+
+def e_step(params: MixtureParams, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """sklearn's E-step: (mean log-likelihood, log responsibilities (N, K))."""
+    log_resp, norm = log_resp_and_norm(weighted_log_prob(params, x, shift=params.means.mean(0)))
+    return jnp.mean(norm), log_resp
+
+
+def m_step(x: jax.Array, resp: jax.Array, covariance_type: str = "full", reg_covar=1e-6,
+           sample_weight: jax.Array | None = None) -> tuple[MixtureParams, jax.Array]:
+    """sklearn's M-step from responsibilities (N, K) (not logs). Returns (params, ok)."""
+    w = jnp.ones(x.shape[0], x.dtype) if sample_weight is None else sample_weight
+    shift = jnp.sum(w[:, None] * x, axis=0) / jnp.sum(w)
+    xs = x - shift
+    r = resp * w[:, None]
+    centers = (r.T @ xs) / (jnp.sum(r, axis=0) + _eps(x.dtype))[:, None]
+    stats = resp_statistics(xs, w, resp, centers, covariance_type)
+    return params_from_stats(stats, centers, covariance_type, reg_covar, shift)
+
+
+def em_step(params: MixtureParams, x: jax.Array, sample_weight: jax.Array | None = None, *,
+            reg_covar=1e-6, chunk_size: int | None = None, shift: jax.Array | None = None):
+    """One E+M step. Returns (new params, mean log-likelihood of ``params``, ok).
+
+    The log-likelihood is that of the *input* params (sklearn's lower bound convention).
+    ``shift`` (D,) is a numerical centre for the statistics (default: the weighted data mean).
+    """
+    w = jnp.ones(x.shape[0], x.dtype) if sample_weight is None else jnp.asarray(sample_weight,
+                                                                                 x.dtype)
+    if shift is None:
+        shift = jnp.sum(w[:, None] * x, axis=0) / jnp.sum(w)
+    stats = sufficient_statistics(params, x, w, shift, chunk_size)
+    new, ok = params_from_stats(stats, params.means - shift, params.covariance_type, reg_covar,
+                                shift)
+    return new, stats.loglik / stats.weight, ok
+
+
+class LoopState(NamedTuple):
+    """Carry of :func:`run_loop`: the model state plus bookkeeping."""
+
+    state: object
+    lower_bound: jax.Array
+    history: jax.Array
+    n_iter: jax.Array
+    converged: jax.Array
+    status: jax.Array
+
+
+def run_loop(step: Callable, state, max_iter: int, tol, dtype) -> LoopState:
+    """Generic EM driver: ``step(state) -> (new_state, lower_bound, ok)`` in one while_loop.
+
+    Stops when |Δ lower bound| < tol (strict, like sklearn: tol=0 never converges), after
+    ``max_iter`` steps, or when ``ok`` is False (the state is then left at its last valid value
+    and the status says ILL_DEFINED_COVARIANCE) or the bound is not finite (NONFINITE).
+    """
+    init = LoopState(state, jnp.array(-jnp.inf, dtype), jnp.full((max_iter,), jnp.nan, dtype),
+                     jnp.array(0, jnp.int32), jnp.array(False),
+                     jnp.array(Status.MAX_ITER_REACHED, jnp.int32))
+
+    if max_iter == 0:
+        return init
+
+    def cond(c: LoopState):
+        running = c.status == Status.MAX_ITER_REACHED
+        return (c.n_iter < max_iter) & ~c.converged & running
+
+    def body(c: LoopState):
+        new_state, bound, ok = step(c.state)
+        finite = jnp.isfinite(bound)
+        good = ok & finite
+        status = jnp.where(good, Status.MAX_ITER_REACHED,
+                           jnp.where(finite, Status.ILL_DEFINED_COVARIANCE, Status.NONFINITE))
+        converged = good & (jnp.abs(bound - c.lower_bound) < tol)
+        status = jnp.where(converged, Status.CONVERGED, status).astype(jnp.int32)
+        state = jax.tree_util.tree_map(lambda a, b: jnp.where(good, a, b), new_state, c.state)
+        return LoopState(state, jnp.where(finite, bound, c.lower_bound).astype(dtype),
+                         c.history.at[c.n_iter].set(bound.astype(dtype)), c.n_iter + 1,
+                         converged, status)
+
+    return jax.lax.while_loop(cond, body, init)
+
+
+def score_rows(params: MixtureParams, x: jax.Array, chunk_size: int | None = None) -> jax.Array:
+    """(N,) log density per row, chunked."""
+    shift = params.means.mean(0)
+    return chunked_map(lambda xc: log_resp_and_norm(weighted_log_prob(params, xc, shift))[1], x,
+                       chunk_size)

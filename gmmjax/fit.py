@@ -1,0 +1,152 @@
+"""``fit``: validate on the host, then ONE compiled program: init -> vmapped restarts -> best."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .covariance import get_covariance_model
+from .em import FitResult, LoopState, Status, em_step, run_loop
+from .init import INIT_METHODS, initialize
+from .params import MixtureParams
+from .validation import (check_data, check_int, check_n_samples, check_nonnegative, check_params,
+                         check_sample_weight)
+
+AUTO_CHUNK_ELEMENTS = 1 << 22   # rows·K·D per chunk when chunk_size is None and data are large
+
+
+def bucket_rows(n: int, chunk_size: int | None) -> int:
+    """Padded row count: a multiple of chunk_size, else of 2^(bit_length(n)−4) (≤ 1/8 padding),
+    so nearby N share one compiled program."""
+    if chunk_size is not None:
+        return -(-n // chunk_size) * chunk_size
+    step = 1 << max(0, n.bit_length() - 4)
+    return -(-n // step) * step
+
+
+def auto_chunk_size(n: int, n_components: int, n_features: int) -> int | None:
+    """None (one chunk) for small problems; otherwise a power of two keeping chunk·K·D ≈ 4M."""
+    if n * n_components * n_features <= 2 * AUTO_CHUNK_ELEMENTS:
+        return None
+    rows = AUTO_CHUNK_ELEMENTS // max(1, n_components * n_features)
+    return max(256, 1 << (rows.bit_length() - 1))
+
+
+def _shift_params(params: MixtureParams, shift: jax.Array) -> MixtureParams:
+    return params.replace(means=params.means + shift)
+
+
+def _one_restart(key, x, w, init_params, tol, reg_covar, *, n_components, covariance_type, init,
+                 max_iter, chunk_size):
+    if init_params is None:
+        params, ok = initialize(key, x, w, n_components, covariance_type, init, reg_covar,
+                                chunk_size)
+    else:
+        params, ok = init_params, jnp.array(True)
+    zero = jnp.zeros_like(x[0])
+
+    def step(p):
+        return em_step(p, x, w, reg_covar=reg_covar, chunk_size=chunk_size, shift=zero)
+
+    loop: LoopState = run_loop(step, params, max_iter, tol, x.dtype)
+    status = jnp.where(ok, loop.status, Status.ILL_DEFINED_COVARIANCE).astype(jnp.int32)
+    return loop._replace(status=status)
+
+
+def best_restart(lower_bounds: jax.Array, status: jax.Array) -> jax.Array:
+    """Index of the best restart: highest final bound among non-failed runs, ties -> lowest index."""
+    failed = (status == Status.ILL_DEFINED_COVARIANCE) | (status == Status.NONFINITE)
+    return jnp.argmax(jnp.where(failed | jnp.isnan(lower_bounds), -jnp.inf, lower_bounds))
+
+
+@functools.partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "n_init",
+                                             "max_iter", "chunk_size"))
+def _fit_program(key, x, w, init_params, tol, reg_covar, *, n_components, covariance_type, init,
+                 n_init, max_iter, chunk_size):
+    shift = jnp.sum(w[:, None] * x, axis=0) / jnp.sum(w)
+    xs = x - shift
+    run = functools.partial(_one_restart, x=xs, w=w, tol=tol, reg_covar=reg_covar,
+                            n_components=n_components, covariance_type=covariance_type, init=init,
+                            max_iter=max_iter, chunk_size=chunk_size)
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(n_init))
+    if init_params is None:
+        loops = jax.vmap(lambda k: run(k, init_params=None))(keys)
+    else:
+        shifted = init_params.replace(means=init_params.means - shift)
+        batched = shifted.weights.ndim == 2
+        loops = jax.vmap(lambda k, p: run(k, init_params=p),
+                         (0, 0 if batched else None))(keys, shifted)
+    best = best_restart(loops.lower_bound, loops.status)
+    pick = jax.tree_util.tree_map(lambda a: a[best], loops)
+    return FitResult(_shift_params(pick.state, shift), pick.lower_bound, pick.history,
+                     pick.n_iter, pick.status == Status.CONVERGED, pick.status,
+                     loops.lower_bound, loops.status)
+
+
+def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
+        init: str | MixtureParams = "kmeans", n_init: int = 1, max_iter: int = 100, tol=1e-3,
+        reg_covar=1e-6, sample_weight=None, chunk_size: int | None = None) -> FitResult:
+    """Fit a Gaussian mixture by EM. One compiled program: init, ``n_init`` vmapped restarts, EM in
+    a ``lax.while_loop``, best restart by final lower bound (ties -> lowest index).
+
+    Args:
+      key: PRNG key; restart i uses ``fold_in(key, i)`` (so restart 0 does not depend on n_init).
+      X: (N, D) data. float32 in -> float32 out; float64 (with x64 enabled) -> float64.
+      n_components: K.
+      covariance_type: "full", "tied", "diag" or "spherical".
+      init: "kmeans" (Lloyd seeded by k-means++), "k-means++", "random", "random_from_data", or a
+        MixtureParams (optionally with a leading (n_init,) axis: one per restart).
+      n_init, max_iter, tol, reg_covar: as scikit-learn (stop when |Δ mean log-lik| < tol).
+      sample_weight: (N,) non-negative weights; zero-weight rows are padding.
+      chunk_size: rows per chunk for the statistics (memory O(chunk·K·D + K·D²)); None picks one
+        automatically for large problems.
+
+    Returns a :class:`FitResult`. Failures inside the program are reported in ``status``
+    (:class:`Status`), never raised. Works under ``jax.vmap`` and ``jax.jit`` (value checks on
+    the data are then skipped; shape checks still run).
+    """
+    n_components = check_int(n_components, "n_components", 1)
+    n_init = check_int(n_init, "n_init", 1)
+    max_iter = check_int(max_iter, "max_iter", 0)
+    check_nonnegative(tol, "tol")
+    check_nonnegative(reg_covar, "reg_covar")
+    get_covariance_model(covariance_type)
+    if chunk_size is not None:
+        chunk_size = check_int(chunk_size, "chunk_size", 1)
+    if isinstance(init, MixtureParams):
+        init_name = "params"
+    elif isinstance(init, str) and init in INIT_METHODS:
+        init_name = init
+    else:
+        raise ValueError(f"Unknown init {init!r}; expected one of {list(INIT_METHODS)} or a "
+                         "MixtureParams.")
+    x = check_data(X)
+    n, d = x.shape
+    w = check_sample_weight(sample_weight, n, x.dtype)
+    check_n_samples(w, n_components)
+    init_params = None
+    if init_name == "params":
+        if init.covariance_type != covariance_type:
+            raise ValueError(f"init params have covariance_type {init.covariance_type!r} but "
+                             f"covariance_type={covariance_type!r} was requested.")
+        check_params(init, d)
+        if np.shape(init.means)[-2] != n_components:
+            raise ValueError(f"init params have {np.shape(init.means)[-2]} components; "
+                             f"n_components={n_components}.")
+        if np.ndim(init.weights) == 2 and np.shape(init.weights)[0] != n_init:
+            raise ValueError(f"init params carry {np.shape(init.weights)[0]} restarts; "
+                             f"n_init={n_init}.")
+        init_params = init.astype(x.dtype)
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(n, n_components, d)
+    n_pad = bucket_rows(n, chunk_size)
+    if n_pad != n:
+        x = jnp.concatenate([x, jnp.zeros((n_pad - n, d), x.dtype)])
+        w = jnp.concatenate([w, jnp.zeros((n_pad - n,), x.dtype)])
+    return _fit_program(key, x, w, init_params, jnp.asarray(tol, x.dtype),
+                        jnp.asarray(reg_covar, x.dtype), n_components=n_components,
+                        covariance_type=covariance_type, init=init_name, n_init=n_init,
+                        max_iter=max_iter, chunk_size=chunk_size)

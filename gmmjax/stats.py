@@ -1,0 +1,137 @@
+"""Sufficient statistics of (weighted, padded) rows: the one hot kernel of EM.
+
+Rows are processed in chunks with ``lax.scan`` so memory is O(chunk·K·D + K·D²), never N·K·D.
+Rows with zero weight are padding: they contribute nothing and can never produce NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+from .covariance import LOG_2PI, get_covariance_model
+from .params import MixtureParams
+
+
+class SuffStats(NamedTuple):
+    """Weighted statistics, centred on the components' current means (``centers``).
+
+    nk (K,) Σ w r; sx (K, D) Σ w r (x − c); scatter: type-shaped Σ w r (x − c)(x − c)ᵀ;
+    loglik: Σ w log p(x); weight: Σ w.
+    """
+
+    nk: jax.Array
+    sx: jax.Array
+    scatter: jax.Array
+    loglik: jax.Array
+    weight: jax.Array
+
+
+def component_log_prob(params: MixtureParams, x: jax.Array, shift=None) -> jax.Array:
+    """(N, K) log N(x | μ_k, Σ_k). ``shift`` (D,) is subtracted from x and the means first."""
+    model = get_covariance_model(params.covariance_type)
+    means = params.means
+    if shift is not None:
+        x = x - shift
+        means = means - shift
+    maha = model.mahalanobis(x, means, params.precisions_cholesky)
+    n_features = x.shape[-1]
+    return -0.5 * (n_features * LOG_2PI + maha) + model.log_det(params.precisions_cholesky,
+                                                                 n_features)
+
+
+def weighted_log_prob(params: MixtureParams, x: jax.Array, shift=None) -> jax.Array:
+    """(N, K) log π_k + log N(x | μ_k, Σ_k)."""
+    return component_log_prob(params, x, shift) + jnp.log(params.weights)
+
+
+def log_resp_and_norm(wlp: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Log responsibilities (N, K) and log-sum-exp per row (N,) from weighted log probs."""
+    norm = logsumexp(wlp, axis=1)
+    return wlp - norm[:, None], norm
+
+
+def chunk_stats(params: MixtureParams, x: jax.Array, w: jax.Array, shift: jax.Array) -> SuffStats:
+    """Statistics of one chunk (x (C, D), w (C,)) under ``params``. Zero-weight rows are inert."""
+    model = get_covariance_model(params.covariance_type)
+    xs = x - shift
+    centers = params.means - shift
+    log_resp, norm = log_resp_and_norm(weighted_log_prob(params, xs))
+    live = w > 0
+    resp = jnp.where(live[:, None], jnp.exp(log_resp), 0.0) * w[:, None]
+    loglik = jnp.sum(jnp.where(live, norm * w, 0.0))
+    nk = jnp.sum(resp, axis=0)
+    sx = jnp.matmul(resp.T, xs, precision=jax.lax.Precision.HIGHEST) - nk[:, None] * centers
+    return SuffStats(nk, sx, model.scatter(xs, resp, centers), loglik, jnp.sum(w))
+
+
+def pad_rows(x: jax.Array, w: jax.Array, multiple: int) -> tuple[jax.Array, jax.Array]:
+    """Pad rows to a multiple of ``multiple`` with zero rows of zero weight."""
+    n = x.shape[0]
+    extra = (-n) % multiple
+    if extra == 0:
+        return x, w
+    return (jnp.concatenate([x, jnp.zeros((extra,) + x.shape[1:], x.dtype)]),
+            jnp.concatenate([w, jnp.zeros((extra,), w.dtype)]))
+
+
+def chunked_sum(fn: Callable, x: jax.Array, w: jax.Array, chunk_size: int | None, *rows):
+    """Σ over row chunks of ``fn(x_chunk, w_chunk, *row_chunks)`` (a pytree of sums).
+
+    ``rows`` are extra arrays with N leading rows (e.g. responsibilities) chunked alongside.
+    With ``chunk_size`` None or ≥ N, a single call.
+    """
+    n = x.shape[0]
+    if chunk_size is None or chunk_size >= n:
+        return fn(x, w, *rows)
+    rows = tuple(pad_rows(r, w, chunk_size)[0] for r in rows)
+    x, w = pad_rows(x, w, chunk_size)
+    n_chunks = x.shape[0] // chunk_size
+
+    def split(a):
+        return a.reshape((n_chunks, chunk_size) + a.shape[1:])
+
+    xs, ws, rs = split(x), split(w), tuple(split(r) for r in rows)
+    shapes = jax.eval_shape(fn, xs[0], ws[0], *(r[0] for r in rs))
+    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def body(acc, chunk):
+        xc, wc, *rc = chunk
+        return jax.tree_util.tree_map(jnp.add, acc, fn(xc, wc, *rc)), None
+
+    total, _ = jax.lax.scan(body, zeros, (xs, ws) + rs)
+    return total
+
+
+def chunked_map(fn: Callable, x: jax.Array, chunk_size: int | None) -> jax.Array:
+    """Row-wise ``fn`` applied chunk by chunk (``lax.map``); output has N leading rows."""
+    n = x.shape[0]
+    if chunk_size is None or chunk_size >= n:
+        return fn(x)
+    xp, _ = pad_rows(x, jnp.zeros((n,), x.dtype), chunk_size)
+    out = jax.lax.map(fn, xp.reshape((-1, chunk_size) + x.shape[1:]))
+    return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
+
+
+def sufficient_statistics(params: MixtureParams, x: jax.Array, w: jax.Array, shift: jax.Array,
+                          chunk_size: int | None = None) -> SuffStats:
+    """Statistics of all rows, accumulated over chunks."""
+    return chunked_sum(lambda xc, wc: chunk_stats(params, xc, wc, shift), x, w, chunk_size)
+
+
+def resp_statistics(x: jax.Array, w: jax.Array, resp: jax.Array, centers: jax.Array,
+                    covariance_type: str, chunk_size: int | None = None) -> SuffStats:
+    """Statistics for given responsibilities (N, K), centred on ``centers`` (K, D)."""
+    model = get_covariance_model(covariance_type)
+
+    def fn(xc, wc, rc):
+        r = rc * wc[:, None]
+        nk = jnp.sum(r, axis=0)
+        sx = jnp.matmul(r.T, xc, precision=jax.lax.Precision.HIGHEST) - nk[:, None] * centers
+        zero = jnp.zeros((), x.dtype)
+        return SuffStats(nk, sx, model.scatter(xc, r, centers), zero, jnp.sum(wc))
+
+    return chunked_sum(fn, x, w, chunk_size, resp)
