@@ -54,18 +54,26 @@ def log_resp_and_norm(wlp: jax.Array) -> tuple[jax.Array, jax.Array]:
     return wlp - norm[:, None], norm
 
 
-def chunk_stats(params: MixtureParams, x: jax.Array, w: jax.Array, shift: jax.Array) -> SuffStats:
-    """Statistics of one chunk (x (C, D), w (C,)) under ``params``. Zero-weight rows are inert."""
-    model = get_covariance_model(params.covariance_type)
-    xs = x - shift
-    centers = params.means - shift
-    log_resp, norm = log_resp_and_norm(weighted_log_prob(params, xs))
+def responsibility_stats(wlp: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array,
+                         covariance_type: str) -> SuffStats:
+    """Statistics of one chunk from its weighted log probs ``wlp`` (C, K) (any model: EM or
+    variational). ``x`` (C, D) and ``centers`` (K, D) are in the same (shifted) frame."""
+    model = get_covariance_model(covariance_type)
+    log_resp, norm = log_resp_and_norm(wlp)
     live = w > 0
     resp = jnp.where(live[:, None], jnp.exp(log_resp), 0.0) * w[:, None]
     loglik = jnp.sum(jnp.where(live, norm * w, 0.0))
     nk = jnp.sum(resp, axis=0)
-    sx = jnp.matmul(resp.T, xs, precision=jax.lax.Precision.HIGHEST) - nk[:, None] * centers
-    return SuffStats(nk, sx, model.scatter(xs, resp, centers), loglik, jnp.sum(w))
+    sx = jnp.matmul(resp.T, x, precision=jax.lax.Precision.HIGHEST) - nk[:, None] * centers
+    return SuffStats(nk, sx, model.scatter(x, resp, centers), loglik, jnp.sum(w))
+
+
+def chunk_stats(params: MixtureParams, x: jax.Array, w: jax.Array, shift: jax.Array) -> SuffStats:
+    """EM statistics of one chunk (x (C, D), w (C,)) under ``params``. Zero-weight rows are inert."""
+    xs = x - shift
+    centers = params.means - shift
+    return responsibility_stats(weighted_log_prob(params, xs), xs, w, centers,
+                                params.covariance_type)
 
 
 def pad_rows(x: jax.Array, w: jax.Array, multiple: int) -> tuple[jax.Array, jax.Array]:
