@@ -112,14 +112,17 @@ class LoopState(NamedTuple):
     status: jax.Array
 
 
-def run_loop(step: Callable, state, max_iter: int, tol, dtype) -> LoopState:
+def run_loop(step: Callable, state, max_iter: int, tol, dtype, lower_bound=None) -> LoopState:
     """Generic EM driver: ``step(state) -> (new_state, lower_bound, ok)`` in one while_loop.
 
     Stops when |Δ lower bound| < tol (strict, like sklearn: tol=0 never converges), after
     ``max_iter`` steps, or when ``ok`` is False (the state is then left at its last valid value
     and the status says ILL_DEFINED_COVARIANCE) or the bound is not finite (NONFINITE).
+    ``lower_bound`` (default −inf) is the "previous" bound the first step is compared with: a warm
+    start passes the last fit's final bound, so it can converge at iteration 1 (sklearn's rule).
     """
-    init = LoopState(state, jnp.array(-jnp.inf, dtype), jnp.full((max_iter,), jnp.nan, dtype),
+    start = -jnp.inf if lower_bound is None else lower_bound
+    init = LoopState(state, jnp.asarray(start, dtype), jnp.full((max_iter,), jnp.nan, dtype),
                      jnp.array(0, jnp.int32), jnp.array(False),
                      jnp.array(Status.MAX_ITER_REACHED, jnp.int32))
 

@@ -40,7 +40,7 @@ def _shift_params(params: MixtureParams, shift: jax.Array) -> MixtureParams:
 
 
 def _one_restart(key, x, w, init_params, tol, reg_covar, *, n_components, covariance_type, init,
-                 max_iter, chunk_size):
+                 max_iter, chunk_size, prev_bound=None):
     if init_params is None:
         params, ok = initialize(key, x, w, n_components, covariance_type, init, reg_covar,
                                 chunk_size)
@@ -51,7 +51,7 @@ def _one_restart(key, x, w, init_params, tol, reg_covar, *, n_components, covari
     def step(p):
         return em_step(p, x, w, reg_covar=reg_covar, chunk_size=chunk_size, shift=zero)
 
-    loop: LoopState = run_loop(step, params, max_iter, tol, x.dtype)
+    loop: LoopState = run_loop(step, params, max_iter, tol, x.dtype, prev_bound)
     status = jnp.where(ok, loop.status, Status.ILL_DEFINED_COVARIANCE).astype(jnp.int32)
     return loop._replace(status=status)
 
@@ -64,13 +64,13 @@ def best_restart(lower_bounds: jax.Array, status: jax.Array) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "n_init",
                                              "max_iter", "chunk_size"))
-def _fit_program(key, x, w, init_params, tol, reg_covar, *, n_components, covariance_type, init,
-                 n_init, max_iter, chunk_size):
+def _fit_program(key, x, w, init_params, tol, reg_covar, prev_bound=None, *, n_components,
+                 covariance_type, init, n_init, max_iter, chunk_size):
     shift = jnp.sum(w[:, None] * x, axis=0) / jnp.sum(w)
     xs = x - shift
     run = functools.partial(_one_restart, x=xs, w=w, tol=tol, reg_covar=reg_covar,
                             n_components=n_components, covariance_type=covariance_type, init=init,
-                            max_iter=max_iter, chunk_size=chunk_size)
+                            max_iter=max_iter, chunk_size=chunk_size, prev_bound=prev_bound)
     keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(n_init))
     if init_params is None:
         loops = jax.vmap(lambda k: run(k, init_params=None))(keys)
@@ -88,7 +88,8 @@ def _fit_program(key, x, w, init_params, tol, reg_covar, *, n_components, covari
 
 def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
         init: str | MixtureParams = "kmeans", n_init: int = 1, max_iter: int = 100, tol=1e-3,
-        reg_covar=1e-6, sample_weight=None, chunk_size: int | None = None) -> FitResult:
+        reg_covar=1e-6, sample_weight=None, chunk_size: int | None = None,
+        initial_lower_bound=None) -> FitResult:
     """Fit a Gaussian mixture by EM. One compiled program: init, ``n_init`` vmapped restarts, EM in
     a ``lax.while_loop``, best restart by final lower bound (ties -> lowest index).
 
@@ -103,6 +104,8 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
       sample_weight: (N,) non-negative weights; zero-weight rows are padding.
       chunk_size: rows per chunk for the statistics (memory O(chunk·K·D + K·D²)); None picks one
         automatically for large problems.
+      initial_lower_bound: the bound the first iteration is compared with (default −inf). A warm
+        start passes the previous fit's final bound so it can converge at iteration 1 (sklearn).
 
     Returns a :class:`FitResult`. Failures inside the program are reported in ``status``
     (:class:`Status`), never raised. Works under ``jax.vmap`` and ``jax.jit`` (value checks on
@@ -146,7 +149,9 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     if n_pad != n:
         x = jnp.concatenate([x, jnp.zeros((n_pad - n, d), x.dtype)])
         w = jnp.concatenate([w, jnp.zeros((n_pad - n,), x.dtype)])
+    prev_bound = (None if initial_lower_bound is None
+                  else jnp.asarray(initial_lower_bound, x.dtype))
     return _fit_program(key, x, w, init_params, jnp.asarray(tol, x.dtype),
-                        jnp.asarray(reg_covar, x.dtype), n_components=n_components,
+                        jnp.asarray(reg_covar, x.dtype), prev_bound, n_components=n_components,
                         covariance_type=covariance_type, init=init_name, n_init=n_init,
                         max_iter=max_iter, chunk_size=chunk_size)
