@@ -102,6 +102,23 @@ class CovarianceModel:
         """Broadcast a tied quantity to (K, ...); identity for the other types."""
         return cov_or_chol
 
+    # Variational (Bayesian) pieces, used by gmmjax.bayesian.
+    def component_shape(self, n_features: int) -> tuple[int, ...]:
+        """Shape of one covariance (e.g. a covariance prior): (D, D), (D,) or ()."""
+        raise NotImplementedError
+
+    def pool(self, values: jax.Array) -> jax.Array:
+        """Per-component values (K,) as one covariance sees them: themselves, or their mean (tied)."""
+        return values
+
+    def scale(self, stat: jax.Array, s: jax.Array) -> jax.Array:
+        """Type-shaped ``stat`` times ``s`` as returned by :meth:`pool`."""
+        raise NotImplementedError
+
+    def pool_outer(self, a: jax.Array, coef: jax.Array) -> jax.Array:
+        """:meth:`outer` pooled like :meth:`pool`: per component, or the mean over k (tied)."""
+        return self.outer(a, coef)
+
 
 class Full(CovarianceModel):
     name = "full"
@@ -154,6 +171,12 @@ class Full(CovarianceModel):
         inv_t = jnp.swapaxes(_inverse_of_upper(prec_chol), -1, -2)
         return jnp.einsum("nde,ne->nd", inv_t[labels], z, precision=HIGHEST)
 
+    def component_shape(self, n_features):
+        return (n_features, n_features)
+
+    def scale(self, stat, s):
+        return jnp.asarray(s)[..., None, None] * stat
+
 
 class Tied(Full):
     name = "tied"
@@ -190,6 +213,12 @@ class Tied(Full):
 
     def per_component(self, cov_or_chol, n_components):
         return jnp.broadcast_to(cov_or_chol, (n_components,) + cov_or_chol.shape)
+
+    def pool(self, values):
+        return jnp.mean(values)
+
+    def pool_outer(self, a, coef):
+        return self.outer(a, coef) / a.shape[0]
 
 
 class Diag(CovarianceModel):
@@ -237,6 +266,12 @@ class Diag(CovarianceModel):
     def noise_transform(self, z, labels, prec_chol):
         return z / prec_chol[labels]
 
+    def component_shape(self, n_features):
+        return (n_features,)
+
+    def scale(self, stat, s):
+        return jnp.asarray(s)[..., None] * stat
+
 
 class Spherical(Diag):
     name = "spherical"
@@ -265,6 +300,12 @@ class Spherical(Diag):
 
     def noise_transform(self, z, labels, prec_chol):
         return z / prec_chol[labels][:, None]
+
+    def component_shape(self, n_features):
+        return ()
+
+    def scale(self, stat, s):
+        return s * stat
 
 
 COVARIANCE_MODELS: dict[str, CovarianceModel] = {
