@@ -119,6 +119,16 @@ class CovarianceModel:
         """:meth:`outer` pooled like :meth:`pool`: per component, or the mean over k (tied)."""
         return self.outer(a, coef)
 
+    # Unconstrained coordinates of U, used by gmmjax.unconstrained.
+    def unconstrain_precision_cholesky(self, prec_chol: jax.Array):
+        """(log_diag, off_diag): log of U's diagonal and U's strictly-upper entries (None if U is
+        diagonal); any real values map back to a valid U."""
+        raise NotImplementedError
+
+    def constrain_precision_cholesky(self, log_diag: jax.Array, off_diag) -> jax.Array:
+        """Inverse of :meth:`unconstrain_precision_cholesky`."""
+        raise NotImplementedError
+
 
 class Full(CovarianceModel):
     name = "full"
@@ -176,6 +186,18 @@ class Full(CovarianceModel):
 
     def scale(self, stat, s):
         return jnp.asarray(s)[..., None, None] * stat
+
+    def unconstrain_precision_cholesky(self, prec_chol):
+        rows, cols = jnp.triu_indices(prec_chol.shape[-1], 1)
+        return (jnp.log(jnp.diagonal(prec_chol, axis1=-2, axis2=-1)),
+                prec_chol[..., rows, cols])
+
+    def constrain_precision_cholesky(self, log_diag, off_diag):
+        d = log_diag.shape[-1]
+        rows, cols = jnp.triu_indices(d, 1)
+        diag = jnp.arange(d)
+        u = jnp.zeros(log_diag.shape + (d,), log_diag.dtype).at[..., rows, cols].set(off_diag)
+        return u.at[..., diag, diag].set(jnp.exp(log_diag))
 
 
 class Tied(Full):
@@ -271,6 +293,12 @@ class Diag(CovarianceModel):
 
     def scale(self, stat, s):
         return jnp.asarray(s)[..., None] * stat
+
+    def unconstrain_precision_cholesky(self, prec_chol):
+        return jnp.log(prec_chol), None
+
+    def constrain_precision_cholesky(self, log_diag, off_diag):
+        return jnp.exp(log_diag)
 
 
 class Spherical(Diag):
