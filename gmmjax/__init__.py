@@ -6,6 +6,7 @@ Functional core (pure, jit/vmap/grad-friendly) and scikit-learn-compatible estim
 from .covariance import COVARIANCE_TYPES, get_covariance_model
 from .density import log_prob, predict, predict_log_proba, predict_proba, sample
 from .em import FitResult, Status, e_step, em_step, m_step
+from .estimators import GaussianMixture
 from .fit import fit
 from .init import INIT_METHODS, initialize, kmeans, kmeans_plusplus
 from .params import MixtureParams, from_covariances, from_precisions, from_precisions_cholesky
@@ -14,7 +15,7 @@ from .selection import aic, bic, n_parameters
 __version__ = "0.1.0"
 
 __all__ = [
-    "COVARIANCE_TYPES", "INIT_METHODS", "FitResult", "MixtureParams", "Status", "aic", "bic",
+    "COVARIANCE_TYPES", "INIT_METHODS", "FitResult", "GaussianMixture", "MixtureParams", "Status", "aic", "bic",
     "e_step", "em_step", "fit", "from_covariances", "from_precisions", "from_precisions_cholesky",
     "get_covariance_model", "initialize", "kmeans", "kmeans_plusplus", "log_prob", "m_step",
     "n_parameters", "predict", "predict_log_proba", "predict_proba", "sample",

@@ -1,0 +1,6 @@
+"""scikit-learn compatible estimators: thin facades over the functional core."""
+
+from ._base import BaseMixtureEstimator
+from .gaussian_mixture import GaussianMixture
+
+__all__ = ["BaseMixtureEstimator", "GaussianMixture"]

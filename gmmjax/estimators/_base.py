@@ -1,0 +1,353 @@
+"""Shared machinery of the scikit-learn facades: :class:`BaseMixtureEstimator`.
+
+The estimators are thin: all numerics happen in the functional core (``gmmjax.fit`` and friends).
+This base class owns everything that is the same for every mixture estimator:
+
+* scikit-learn's parameter validation (``_parameter_constraints`` + ``_fit_context``, so bad
+  hyper-parameters raise ``InvalidParameterError`` with sklearn's own messages, at fit time);
+* ``validate_data`` (``n_features_in_``, ``feature_names_in_``, NaN/inf/sparse/1-D/3-D errors);
+* ``random_state`` -> JAX key (an int seed reproduces; a ``RandomState`` is consumed by exactly one
+  draw per fit, so a deep copy reproduces the fit; restart i uses ``fold_in(key, i)``);
+* scoped x64: float64 X runs under ``with jax.enable_x64(True):`` and every result is converted to
+  numpy of X's dtype inside the scope; float32 X stays float32. The global flag is never flipped;
+* n_init / warm_start / ConvergenceWarning / verbose, status codes -> sklearn's errors;
+* the final E-step of ``fit_predict`` and ``predict`` / ``predict_proba`` / ``score_samples`` /
+  ``score`` / ``sample``.
+
+Subclass hooks (override these; see each docstring):
+
+``_check_parameters(X)``          validate estimator-specific parameters (init arrays, priors).
+``_fit_engine(key, X, sample_weight, *, init, n_init, max_iter, prev_lower_bound)``
+                                  run the compiled fit; return a FitResult-like object.
+``_get_state()`` / ``_set_state(state, dtype)``
+                                  fitted attributes <-> the engine's state pytree.
+``_log_resp_and_norm(x)``         (log responsibilities (N, K), log-sum-exp (N,)) for jnp x.
+``_sampling_params()``            the MixtureParams ``sample`` draws from.
+``_fitted_dtype()``               dtype of the fitted parameters (default ``means_.dtype``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import operator
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from ..em import Status
+from ..fit import bucket_rows
+from ..stats import log_resp_and_norm
+
+__all__ = ["BaseMixtureEstimator", "ILL_DEFINED_MESSAGE", "x64_scope", "random_key"]
+
+ILL_DEFINED_MESSAGE = (
+    "Fitting the mixture model failed because some components have ill-defined empirical "
+    "covariance (for instance caused by singleton or collapsed samples). Try to decrease the "
+    "number of components, increase reg_covar, or scale the input data.")
+FLOAT32_HINT = (" The numerical accuracy can also be improved by passing float64 data instead of "
+                "float32.")
+NONFINITE_MESSAGE = (
+    "Fitting the mixture model failed because the log-likelihood became non-finite (NaN or "
+    "infinity). Try to decrease the number of components, increase reg_covar, or scale the input "
+    "data.")
+CONVERGENCE_MESSAGE = (
+    "Best performing initialization did not converge. Try different init parameters, or increase "
+    "max_iter, tol, or check for degenerate data.")
+
+_SAMPLE_SALT = 0x5A3D   # sample() uses fold_in(key, salt) so its draws differ from the fit's init
+
+
+def x64_scope(dtype):
+    """``jax.enable_x64(True)`` for float64 work, a no-op context otherwise (never global)."""
+    if np.dtype(dtype) == np.float64:
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
+
+
+def random_key(random_state, salt: int | None = None) -> jax.Array:
+    """A JAX PRNG key from sklearn's ``random_state`` (None, int or ``np.random.RandomState``).
+
+    An int seeds the key directly (no state, so every fit with it is identical). None or a
+    RandomState is consumed by exactly one 32-bit draw, so a deep copy of the estimator (which
+    copies the RandomState) reproduces the fit, and successive fits with one instance differ.
+    """
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        seed = int(random_state)
+    else:
+        seed = int(check_random_state(random_state).randint(0, 2**32, dtype=np.uint64))
+    key = jax.random.PRNGKey(np.uint32(seed))
+    if salt is not None:
+        key = jax.random.fold_in(key, salt)
+    return key
+
+
+@jax.jit
+def _resp_norm_from_wlp(wlp):
+    return log_resp_and_norm(wlp)
+
+
+def _pad_rows(x: np.ndarray) -> np.ndarray:
+    """Pad rows with zeros to fit's bucket size, so nearby N share one compiled program."""
+    n = x.shape[0]
+    n_pad = bucket_rows(n, None)
+    if n_pad == n:
+        return x
+    return np.concatenate([x, np.zeros((n_pad - n,) + x.shape[1:], x.dtype)])
+
+
+class BaseMixtureEstimator(DensityMixin, BaseEstimator):
+    """Base class of gmmjax's mixture estimators (sklearn's ``BaseMixture`` contract).
+
+    Subclasses define ``__init__`` with their full explicit signature (sklearn's ``get_params``
+    reads it), call ``super().__init__(...)`` with the shared parameters below, extend
+    ``_parameter_constraints`` (``{**BaseMixtureEstimator._parameter_constraints, ...}``) and
+    implement the hooks listed in the module docstring. Parameters are read at fit time and never
+    rewritten by ``fit`` (validated copies go to private attributes).
+
+    Shared parameters: n_components, tol, reg_covar, max_iter, n_init, init_params, random_state,
+    warm_start, verbose, verbose_interval (as scikit-learn) and chunk_size (gmmjax: rows per chunk
+    for the statistics; None = automatic).
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(numbers.Real, 0.0, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 0, None, closed="left")],
+        "n_init": [Interval(numbers.Integral, 1, None, closed="left")],
+        "init_params": [StrOptions({"kmeans", "random", "random_from_data", "k-means++"})],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "verbose_interval": [Interval(numbers.Integral, 1, None, closed="left")],
+        "chunk_size": [None, Interval(numbers.Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, n_components=1, *, tol=1e-3, reg_covar=1e-6, max_iter=100, n_init=1,
+                 init_params="kmeans", random_state=None, warm_start=False, verbose=0,
+                 verbose_interval=10, chunk_size=None):
+        self.n_components = n_components
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.chunk_size = chunk_size
+
+    # ------------------------------------------------------------------ hooks (override)
+
+    def _check_parameters(self, X: np.ndarray) -> None:
+        """Validate estimator-specific parameters against validated ``X`` (numpy, float32/64).
+
+        Store validated copies in private attributes; never rewrite public parameters.
+        """
+
+    def _fit_engine(self, key, X: np.ndarray, sample_weight, *, init, n_init: int, max_iter: int,
+                    prev_lower_bound):
+        """Run the compiled fit (called inside the x64 scope of X's dtype).
+
+        ``init`` is None for a fresh fit (initialise from ``key`` with ``n_init`` restarts) or
+        ``self._get_state()`` for a warm start (then ``n_init == 1`` and ``prev_lower_bound`` is
+        the previous ``lower_bound_``, the bound the first iteration is compared with).
+        ``sample_weight`` is None or an (N,) numpy array in X's dtype.
+
+        Return an object with the fields of :class:`gmmjax.FitResult`: ``params`` (the state
+        pytree given to ``_set_state``), ``lower_bound``, ``lower_bounds`` (max_iter,), ``n_iter``,
+        ``status`` (:class:`gmmjax.Status`), ``restart_lower_bounds``, ``restart_status``.
+        """
+        raise NotImplementedError
+
+    def _get_state(self):
+        """The fitted state as the engine's pytree (used as ``init`` for a warm start)."""
+        raise NotImplementedError
+
+    def _set_state(self, state, dtype) -> None:
+        """Set the fitted attributes from the engine's state (numpy leaves) in ``dtype``."""
+        raise NotImplementedError
+
+    def _log_resp_and_norm(self, x: jax.Array):
+        """(log responsibilities (N, K), log-sum-exp of the weighted log probs (N,)) for a jnp
+        array ``x`` in the compute dtype (called inside the x64 scope). ``predict`` is the argmax
+        of the first, ``score_samples`` is the second."""
+        raise NotImplementedError
+
+    def _sampling_params(self):
+        """The MixtureParams ``sample`` draws from (default: the point-estimate attributes)."""
+        from ..params import MixtureParams
+        return MixtureParams(self.weights_, self.means_, self.covariances_,
+                             self.precisions_cholesky_, self.covariance_type)
+
+    def _fitted_dtype(self) -> np.dtype:
+        return np.dtype(self.means_.dtype)
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Estimate the parameters with EM (``n_init`` restarts run in parallel). Returns self.
+
+        ``sample_weight`` (N,) non-negative row weights (a gmmjax extension).
+        """
+        self.fit_predict(X, y, sample_weight=sample_weight)
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit, then label X with a final E-step on the best parameters, so
+        ``fit_predict(X) == fit(X).predict(X)`` for any max_iter, tol and n_init. -> int64 (N,)."""
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        if not do_init:
+            n_features = self.n_features_in_
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        if X.shape[0] < self.n_components:
+            raise ValueError("Expected n_samples >= n_components but got n_components = "
+                             f"{self.n_components}, n_samples = {X.shape[0]}")
+        if not do_init and X.shape[1] != n_features:
+            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
+                             f"expecting {n_features} features as input (warm_start=True "
+                             "continues the previous fit).")
+        self._check_parameters(X)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype,
+                                                 ensure_non_negative=True)
+        dtype = np.dtype(X.dtype)
+        n_init = self.n_init if do_init else 1
+        max_iter = int(self.max_iter)
+        key = random_key(self.random_state)
+        start = time.perf_counter()
+        with x64_scope(dtype):
+            init = None if do_init else self._get_state()
+            prev = None if do_init else self.lower_bound_
+            result = self._fit_engine(key, X, sample_weight, init=init, n_init=n_init,
+                                      max_iter=max_iter, prev_lower_bound=prev)
+            result = jax.device_get(result)
+        elapsed = time.perf_counter() - start
+
+        status = int(result.status)
+        if self.verbose:
+            self._print_verbose(result, prev, elapsed)
+        if status == Status.ILL_DEFINED_COVARIANCE:
+            raise ValueError(ILL_DEFINED_MESSAGE + (FLOAT32_HINT if dtype == np.float32 else ""))
+        if status == Status.NONFINITE:
+            raise ValueError(NONFINITE_MESSAGE + (FLOAT32_HINT if dtype == np.float32 else ""))
+        converged = status == Status.CONVERGED
+        if not converged and max_iter > 0:
+            warnings.warn(CONVERGENCE_MESSAGE, ConvergenceWarning)
+
+        self._set_state(result.params, dtype)
+        n_iter = int(result.n_iter)
+        self.converged_ = bool(converged)
+        self.n_iter_ = n_iter
+        history = np.asarray(result.lower_bounds)
+        if max_iter == 0:
+            self.lower_bound_ = -np.inf
+        else:
+            self.lower_bound_ = np.asarray(result.lower_bound)[()]
+        self.lower_bounds_ = [history[i] for i in range(n_iter)]
+        return self._labels(X)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _evaluate(self, X):
+        """Validated predict-time X -> numpy (log_resp (N, K), log_norm (N,))."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False)
+        return self._evaluate_validated(X)
+
+    def _evaluate_validated(self, X: np.ndarray):
+        in_dtype = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64
+        dtype = np.result_type(in_dtype, self._fitted_dtype())
+        n = X.shape[0]
+        with x64_scope(dtype):
+            x = jnp.asarray(_pad_rows(np.asarray(X, dtype)))
+            log_resp, norm = self._log_resp_and_norm(x)
+            return (np.asarray(log_resp, dtype)[:n], np.asarray(norm, dtype)[:n])
+
+    def _labels(self, X: np.ndarray) -> np.ndarray:
+        log_resp, _ = self._evaluate_validated(X)
+        return np.argmax(log_resp, axis=1).astype(np.int64)
+
+    def predict(self, X):
+        """Most probable component of each row (ties -> lowest index). -> int64 (N,)."""
+        log_resp, _ = self._evaluate(X)
+        return np.argmax(log_resp, axis=1).astype(np.int64)
+
+    def predict_proba(self, X):
+        """Posterior probability of each component for each row. -> (N, K), rows sum to 1."""
+        log_resp, _ = self._evaluate(X)
+        return np.exp(log_resp)
+
+    def score_samples(self, X):
+        """Log of the mixture density at each row. -> (N,)."""
+        return self._evaluate(X)[1]
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of X (a Python float)."""
+        return float(np.mean(self.score_samples(X)))
+
+    def sample(self, n_samples=1):
+        """Draw ``n_samples`` rows. -> (X (n, D) float64, y int64) grouped by component.
+
+        Drawn on the device from a key derived from ``random_state`` afresh at each call (an int
+        seed gives the same draws every call, a RandomState advances), not with numpy's stream.
+        """
+        check_is_fitted(self)
+        try:
+            n = operator.index(n_samples)
+        except TypeError:
+            raise ValueError(f"Invalid value for 'n_samples': {n_samples!r} . The sampling "
+                             "requires an integer number of samples.") from None
+        if n < 1:
+            raise ValueError(f"Invalid value for 'n_samples': {n} . The sampling requires at "
+                             "least one sample.")
+        from ..density import sample as _sample
+        dtype = self._fitted_dtype()
+        with x64_scope(dtype):
+            params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype),
+                                            self._sampling_params())
+            x, y = _sample(random_key(self.random_state, _SAMPLE_SALT), params, n)
+            return np.asarray(x, np.float64), np.asarray(y, np.int64)
+
+    # ------------------------------------------------------------------ verbose
+
+    def _print_verbose(self, result, prev_lower_bound, elapsed: float) -> None:
+        """sklearn-style progress, printed after the compiled run: one block per restart, the
+        per-iteration lines (every ``verbose_interval``) for the best restart, whose history is
+        the one kept. Times are for the whole compiled program (restarts run simultaneously)."""
+        bounds = np.atleast_1d(np.asarray(result.restart_lower_bounds))
+        statuses = np.atleast_1d(np.asarray(result.restart_status))
+        failed = (statuses == Status.ILL_DEFINED_COVARIANCE) | (statuses == Status.NONFINITE)
+        best = int(np.argmax(np.where(failed | np.isnan(bounds), -np.inf, bounds)))
+        history = np.asarray(result.lower_bounds)
+        n_iter = int(result.n_iter)
+        for i in range(bounds.shape[0]):
+            print(f"Initialization {i}")
+            if i == best:
+                prev = -np.inf if prev_lower_bound is None else prev_lower_bound
+                for it in range(1, n_iter + 1):
+                    change = history[it - 1] - prev
+                    prev = history[it - 1]
+                    if it % self.verbose_interval == 0:
+                        if self.verbose == 1:
+                            print(f"  Iteration {it}")
+                        else:
+                            print(f"  Iteration {it}\t time lapse {elapsed / max(n_iter, 1):.5f}s"
+                                  f"\t ll change {change:.5f}")
+            msg = "converged" if statuses[i] == Status.CONVERGED else "did not converge"
+            if self.verbose == 1:
+                print(f"Initialization {msg}.")
+            else:
+                print(f"Initialization {msg}. time lapse {elapsed:.5f}s\t lower bound "
+                      f"{bounds[i]:.5f}.")

@@ -1,0 +1,280 @@
+"""``GaussianMixture``: scikit-learn's estimator as a thin facade over :func:`gmmjax.fit`."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.utils import check_array
+from sklearn.utils._param_validation import StrOptions
+
+from ..covariance import COVARIANCE_TYPES, get_covariance_model
+from ..fit import auto_chunk_size, bucket_rows, fit
+from ..init import initialize
+from ..params import MixtureParams, from_precisions
+from ..stats import chunked_map, log_resp_and_norm, weighted_log_prob
+from ._base import FLOAT32_HINT, ILL_DEFINED_MESSAGE, BaseMixtureEstimator, x64_scope
+
+__all__ = ["GaussianMixture"]
+
+
+# ---------------------------------------------------------------------- init-array validation
+# Host-side checks with scikit-learn's messages (sklearn/mixture/_base.py, _gaussian_mixture.py).
+
+def _check_shape(param: np.ndarray, shape: tuple, name: str) -> None:
+    if param.shape != tuple(shape):
+        raise ValueError(f"The parameter '{name}' should have the shape of {tuple(shape)}, but got "
+                         f"{param.shape}")
+
+
+def _check_weights(weights, n_components: int) -> np.ndarray:
+    weights = check_array(weights, dtype=[np.float64, np.float32], ensure_2d=False)
+    _check_shape(weights, (n_components,), "weights")
+    if np.any(weights < 0.0) or np.any(weights > 1.0):
+        # sklearn swaps the two labels in this message; gmmjax prints them the right way round.
+        raise ValueError("The parameter 'weights' should be in the range [0, 1], but got max value "
+                         f"{np.max(weights):.5f}, min value {np.min(weights):.5f}")
+    atol = 1e-6 if weights.dtype == np.float32 else 1e-8
+    if not np.allclose(np.abs(1.0 - np.sum(weights)), 0.0, atol=atol):
+        raise ValueError("The parameter 'weights' should be normalized, but got sum(weights) = "
+                         f"{np.sum(weights):.5f}")
+    return weights
+
+
+def _check_means(means, n_components: int, n_features: int) -> np.ndarray:
+    means = check_array(means, dtype=[np.float64, np.float32], ensure_2d=False)
+    _check_shape(means, (n_components, n_features), "means")
+    return means
+
+
+def _is_matrix_type(covariance_type: str) -> bool:
+    """Whether the type stores (D, D) matrices (full, tied), read from the registry's shapes."""
+    return get_covariance_model(covariance_type).shape(2, 3)[-2:] == (3, 3)
+
+
+def _check_precisions(precisions, covariance_type: str, n_components: int,
+                      n_features: int) -> np.ndarray:
+    model = get_covariance_model(covariance_type)
+    precisions = check_array(precisions, dtype=[np.float64, np.float32], ensure_2d=False,
+                             allow_nd=True)
+    name = f"{covariance_type} precision"
+    _check_shape(precisions, model.shape(n_components, n_features), name)
+    if _is_matrix_type(covariance_type):
+        mats = precisions.reshape((-1, n_features, n_features))
+        for mat in mats:
+            if not (np.allclose(mat, mat.T) and np.all(np.linalg.eigvalsh(mat) > 0.0)):
+                raise ValueError(f"'{name}' should be symmetric, positive-definite")
+    elif np.any(precisions <= 0.0):
+        raise ValueError(f"'{name}' should be positive")
+    return precisions
+
+
+# ---------------------------------------------------------------------- compiled helpers
+
+@functools.partial(jax.jit, static_argnames=("n_components", "covariance_type", "method",
+                                             "n_init", "chunk_size"))
+def _initial_params(key, x, w, reg_covar, *, n_components, covariance_type, method, n_init,
+                    chunk_size):
+    """The n_init initialisations ``gmmjax.fit`` would draw (restart i: fold_in(key, i)), stacked
+    on a leading axis, in the data frame. -> (MixtureParams, ok (n_init,))."""
+    shift = jnp.sum(w[:, None] * x, axis=0) / jnp.sum(w)
+    xs = x - shift
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(n_init))
+    params, ok = jax.vmap(lambda k: initialize(k, xs, w, n_components, covariance_type, method,
+                                               reg_covar, chunk_size))(keys)
+    return params.replace(means=params.means + shift), ok
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def _log_resp_norm(params, x, chunk_size):
+    shift = jnp.mean(params.means, axis=0)
+    return chunked_map(lambda xc: log_resp_and_norm(weighted_log_prob(params, xc, shift)), x,
+                       chunk_size)
+
+
+# ---------------------------------------------------------------------- the estimator
+
+class GaussianMixture(BaseMixtureEstimator):
+    """Gaussian mixture fitted by EM on the JAX engine; a drop-in for
+    ``sklearn.mixture.GaussianMixture`` (same parameters, attributes, methods and errors).
+
+    Parameters are scikit-learn's; after them, gmmjax extensions: ``chunk_size`` (rows per chunk
+    of the statistics, bounding memory; None = automatic). ``fit`` also accepts ``sample_weight``.
+
+    Attributes: ``weights_``, ``means_``, ``covariances_``, ``precisions_``,
+    ``precisions_cholesky_`` (upper-triangular U, precision = U Uᵀ), ``converged_``, ``n_iter_``,
+    ``lower_bound_``, ``lower_bounds_``, ``n_features_in_``, ``feature_names_in_``, with sklearn's
+    shapes per covariance type and X's dtype (float64 X is computed under a scoped x64). ``params_``
+    is the :class:`gmmjax.MixtureParams`; :meth:`from_params` builds a fitted estimator from one.
+
+    Deliberate differences from scikit-learn (1.9.1):
+
+    * the ``n_init`` restarts run at once (vmapped) from keys ``fold_in(key, i)`` of a JAX key
+      derived from ``random_state``: results agree with sklearn's in distribution, not draw for
+      draw. Restart 0 does not depend on ``n_init``. Initialisations are gmmjax's on-device ones
+      ("k-means++"/"random_from_data" start with weights summing to 1 and tied covariance
+      ``reg_covar``; see :func:`gmmjax.initialize`). User-given init arrays are used exactly.
+    * a restart whose covariance becomes ill-defined is dropped when another restart succeeds
+      (sklearn aborts the fit); the error is raised when the best restart failed.
+    * ``max_iter=0`` with ``n_init > 1`` keeps the first initialisation (sklearn keeps the last);
+      with ``precisions_init`` it works (sklearn raises AttributeError).
+    * ``weights_init``/``means_init``/``precisions_init`` are never rewritten by ``fit``.
+    * ``sample`` draws on the device (JAX key from ``random_state``), not with numpy's stream.
+    * the "[0, 1]" weights message prints max and min the right way round.
+    """
+
+    _parameter_constraints: dict = {
+        **BaseMixtureEstimator._parameter_constraints,
+        "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
+        "weights_init": ["array-like", None],
+        "means_init": ["array-like", None],
+        "precisions_init": ["array-like", None],
+    }
+
+    def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
+                 max_iter=100, n_init=1, init_params="kmeans", weights_init=None, means_init=None,
+                 precisions_init=None, random_state=None, warm_start=False, verbose=0,
+                 verbose_interval=10, chunk_size=None):
+        super().__init__(n_components=n_components, tol=tol, reg_covar=reg_covar,
+                         max_iter=max_iter, n_init=n_init, init_params=init_params,
+                         random_state=random_state, warm_start=warm_start, verbose=verbose,
+                         verbose_interval=verbose_interval, chunk_size=chunk_size)
+        self.covariance_type = covariance_type
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+
+    # ------------------------------------------------------------------ hooks
+
+    def _check_parameters(self, X):
+        k, d = self.n_components, X.shape[1]
+        self._weights_init = (None if self.weights_init is None
+                              else _check_weights(self.weights_init, k))
+        self._means_init = None if self.means_init is None else _check_means(self.means_init, k, d)
+        self._precisions_init = (None if self.precisions_init is None else _check_precisions(
+            self.precisions_init, self.covariance_type, k, d))
+
+    def _given_init(self, X, sample_weight, key, n_init):
+        """Initial params from weights_init/means_init/precisions_init (None if none is given)."""
+        given = (self._weights_init, self._means_init, self._precisions_init)
+        if all(a is None for a in given):
+            return None, n_init
+        dtype = X.dtype
+        k, d = self.n_components, X.shape[1]
+        if all(a is not None for a in given):
+            # Fully specified: every restart would be identical, so one is enough.
+            return from_precisions(jnp.asarray(self._weights_init, dtype),
+                                   jnp.asarray(self._means_init, dtype),
+                                   jnp.asarray(self._precisions_init, dtype),
+                                   self.covariance_type), 1
+        # Partly given: the restarts' own inits on device, with the given pieces substituted.
+        n = X.shape[0]
+        w = np.ones(n, dtype) if sample_weight is None else np.asarray(sample_weight, dtype)
+        chunk = self.chunk_size if self.chunk_size is not None else auto_chunk_size(n, k, d)
+        n_pad = bucket_rows(n, chunk)
+        x = np.concatenate([X, np.zeros((n_pad - n, d), dtype)])
+        w = np.concatenate([w, np.zeros(n_pad - n, dtype)])
+        params, ok = _initial_params(key, jnp.asarray(x), jnp.asarray(w),
+                                     jnp.asarray(self.reg_covar, dtype), n_components=k,
+                                     covariance_type=self.covariance_type,
+                                     method=self.init_params, n_init=n_init, chunk_size=chunk)
+        if self._weights_init is not None:
+            params = params.replace(weights=jnp.broadcast_to(
+                jnp.asarray(self._weights_init, dtype), params.weights.shape))
+        if self._means_init is not None:
+            params = params.replace(means=jnp.broadcast_to(
+                jnp.asarray(self._means_init, dtype), params.means.shape))
+        if self._precisions_init is not None:
+            given_p = from_precisions(params.weights[0], params.means[0],
+                                      jnp.asarray(self._precisions_init, dtype),
+                                      self.covariance_type)
+            params = params.replace(
+                covariances=jnp.broadcast_to(given_p.covariances, params.covariances.shape),
+                precisions_cholesky=jnp.broadcast_to(given_p.precisions_cholesky,
+                                                     params.precisions_cholesky.shape))
+        elif not bool(jnp.all(ok)):
+            raise ValueError(ILL_DEFINED_MESSAGE
+                             + (FLOAT32_HINT if dtype == np.float32 else ""))
+        return params, n_init
+
+    def _fit_engine(self, key, X, sample_weight, *, init, n_init, max_iter, prev_lower_bound):
+        common = dict(covariance_type=self.covariance_type, max_iter=max_iter, tol=self.tol,
+                      reg_covar=self.reg_covar, sample_weight=sample_weight,
+                      chunk_size=self.chunk_size)
+        x = jnp.asarray(X)
+        if init is not None:
+            return fit(key, x, self.n_components, init=init, n_init=1,
+                       initial_lower_bound=prev_lower_bound, **common)
+        given, n_init = self._given_init(X, sample_weight, key, n_init)
+        return fit(key, x, self.n_components, init=self.init_params if given is None else given,
+                   n_init=n_init, **common)
+
+    def _get_state(self):
+        dtype = self._fitted_dtype()
+        return MixtureParams(*(jnp.asarray(a, dtype) for a in (
+            self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)),
+            self.covariance_type)
+
+    def _set_state(self, state, dtype):
+        self.weights_ = np.asarray(state.weights, dtype)
+        self.means_ = np.asarray(state.means, dtype)
+        self.covariances_ = np.asarray(state.covariances, dtype)
+        self.precisions_cholesky_ = np.asarray(state.precisions_cholesky, dtype)
+        model = get_covariance_model(state.covariance_type)
+        with x64_scope(dtype):
+            self.precisions_ = np.asarray(model.precisions(jnp.asarray(self.precisions_cholesky_)),
+                                          dtype)
+
+    def _log_resp_and_norm(self, x):
+        return _log_resp_norm(self._get_state().astype(x.dtype), x, self.chunk_size)
+
+    # ------------------------------------------------------------------ gmmjax extensions
+
+    @property
+    def params_(self) -> MixtureParams:
+        """The fitted :class:`gmmjax.MixtureParams` (numpy leaves in the fitted dtype)."""
+        from sklearn.utils.validation import check_is_fitted
+        check_is_fitted(self)
+        return MixtureParams(self.weights_, self.means_, self.covariances_,
+                             self.precisions_cholesky_, self.covariance_type)
+
+    @classmethod
+    def from_params(cls, params: MixtureParams, **kwargs) -> "GaussianMixture":
+        """A fitted estimator holding ``params`` (e.g. from :func:`gmmjax.fit`).
+
+        ``n_components`` and ``covariance_type`` come from ``params``; other constructor
+        arguments go in ``kwargs``. ``converged_`` is False, ``n_iter_`` 0, ``lower_bound_`` −inf;
+        with ``warm_start=True`` a later ``fit`` continues from ``params``.
+        """
+        from ..validation import check_params
+        check_params(params)
+        if np.ndim(params.weights) != 1:
+            raise ValueError("from_params needs one set of parameters; got weights of shape "
+                             f"{np.shape(params.weights)} (a batch?).")
+        est = cls(n_components=int(np.shape(params.means)[0]),
+                  covariance_type=params.covariance_type, **kwargs)
+        dtype = np.result_type(np.asarray(params.means).dtype, np.float32)
+        est._set_state(jax.device_get(params), dtype)
+        est.n_features_in_ = int(np.shape(params.means)[1])
+        est.converged_ = False
+        est.n_iter_ = 0
+        est.lower_bound_ = -np.inf
+        est.lower_bounds_ = []
+        return est
+
+    def _n_parameters(self) -> int:
+        k, d = self.means_.shape
+        return int(get_covariance_model(self.covariance_type).n_parameters(k, d) + k * d + k - 1)
+
+    def bic(self, X) -> float:
+        """Bayesian information criterion on X (lower is better)."""
+        n = np.shape(X)[0]
+        return float(-2 * self.score(X) * n + self._n_parameters() * math.log(n))
+
+    def aic(self, X) -> float:
+        """Akaike information criterion on X (lower is better)."""
+        n = np.shape(X)[0]
+        return float(-2 * self.score(X) * n + 2 * self._n_parameters())
