@@ -11,6 +11,10 @@ from .fit import fit
 from .init import INIT_METHODS, initialize, kmeans, kmeans_plusplus
 from .params import MixtureParams, from_covariances, from_precisions, from_precisions_cholesky
 from .selection import aic, bic, n_parameters
+from .online import OnlineResult, OnlineState, fit_online, online_init, online_step, stepwise_schedule
+from .sgd import (ConjugatePrior, SGDResult, SGDState, fit_sgd, log_prior, sgd_init, sgd_objective,
+                  sgd_step, weak_prior)
+from .unconstrained import UnconstrainedParams, from_unconstrained, to_unconstrained
 
 __version__ = "0.1.0"
 
@@ -19,4 +23,9 @@ __all__ = [
     "e_step", "em_step", "fit", "from_covariances", "from_precisions", "from_precisions_cholesky",
     "get_covariance_model", "initialize", "kmeans", "kmeans_plusplus", "log_prob", "m_step",
     "n_parameters", "predict", "predict_log_proba", "predict_proba", "sample",
+]
+__all__ += [
+    "ConjugatePrior", "OnlineResult", "OnlineState", "SGDResult", "SGDState", "UnconstrainedParams",
+    "fit_online", "fit_sgd", "from_unconstrained", "log_prior", "online_init", "online_step",
+    "sgd_init", "sgd_objective", "sgd_step", "stepwise_schedule", "to_unconstrained", "weak_prior",
 ]
