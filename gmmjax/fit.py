@@ -35,6 +35,15 @@ def auto_chunk_size(n: int, n_components: int, n_features: int) -> int | None:
     return max(256, 1 << (rows.bit_length() - 1))
 
 
+def _is_row_sharded(x) -> bool:
+    """A concrete jax.Array split along its rows over several devices (-> the shard_map path)."""
+    sharding = getattr(x, "sharding", None)
+    if sharding is None or isinstance(x, jax.core.Tracer) or len(sharding.device_set) < 2:
+        return False
+    from .distributed import is_row_sharded
+    return is_row_sharded(x)
+
+
 def _shift_params(params: MixtureParams, shift: jax.Array) -> MixtureParams:
     return params.replace(means=params.means + shift)
 
@@ -89,7 +98,8 @@ def _fit_program(key, x, w, init_params, tol, reg_covar, prev_bound=None, *, n_c
 def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
         init: str | MixtureParams = "kmeans", n_init: int = 1, max_iter: int = 100, tol=1e-3,
         reg_covar=1e-6, sample_weight=None, chunk_size: int | None = None,
-        initial_lower_bound=None) -> FitResult:
+        initial_lower_bound=None, mesh=None, data_axis: str | None = None,
+        restart_axis: str | None = None, process_local: bool = False) -> FitResult:
     """Fit a Gaussian mixture by EM. One compiled program: init, ``n_init`` vmapped restarts, EM in
     a ``lax.while_loop``, best restart by final lower bound (ties -> lowest index).
 
@@ -106,6 +116,12 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
         automatically for large problems.
       initial_lower_bound: the bound the first iteration is compared with (default −inf). A warm
         start passes the previous fit's final bound so it can converge at iteration 1 (sklearn).
+      mesh, data_axis, restart_axis, process_local: scale-out (see :mod:`gmmjax.distributed`).
+        With a ``jax.sharding.Mesh`` (or X a ``jax.Array`` sharded along its rows), statistics
+        are computed per device with ``shard_map`` and combined with ``psum`` over ``data_axis``;
+        ``restart_axis`` (a second mesh axis) splits the ``n_init`` restarts. After
+        ``jax.distributed.initialize``, ``process_local=True`` means X holds this process's rows.
+        Every process must make the same calls in the same order. Parameters come back replicated.
 
     Returns a :class:`FitResult`. Failures inside the program are reported in ``status``
     (:class:`Status`), never raised. Works under ``jax.vmap`` and ``jax.jit`` (value checks on
@@ -126,6 +142,14 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     else:
         raise ValueError(f"Unknown init {init!r}; expected one of {list(INIT_METHODS)} or a "
                          "MixtureParams.")
+    if mesh is not None or process_local or _is_row_sharded(X):
+        from .distributed import fit_sharded
+        return fit_sharded(key, X, n_components, mesh=mesh, data_axis=data_axis,
+                           restart_axis=restart_axis, process_local=process_local,
+                           covariance_type=covariance_type, init_name=init_name, init=init,
+                           n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+                           sample_weight=sample_weight, chunk_size=chunk_size,
+                           initial_lower_bound=initial_lower_bound)
     x = check_data(X)
     n, d = x.shape
     w = check_sample_weight(sample_weight, n, x.dtype)
