@@ -29,3 +29,8 @@ __all__ += [
     "fit_online", "fit_sgd", "from_unconstrained", "log_prior", "online_init", "online_step",
     "sgd_init", "sgd_objective", "sgd_step", "stepwise_schedule", "to_unconstrained", "weak_prior",
 ]
+from . import distributed  # noqa: E402  (scale-out: meshes, shard_map'd statistics)
+from .many import fit_many, pad_datasets  # noqa: E402
+from .streaming import array_chunks, fit_stream  # noqa: E402
+
+__all__ += ["array_chunks", "distributed", "fit_many", "fit_stream", "pad_datasets"]
