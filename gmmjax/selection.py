@@ -1,18 +1,42 @@
-"""Information criteria (BIC, AIC) and parameter counts."""
+"""Information criteria (BIC, AIC), parameter counts, and ``select_model``: a sweep over the
+number of components and covariance types compiled as one program per covariance type.
+
+The sweep pads every candidate K to the largest one, K_max: components k ≥ K are *masked* (weight
+exactly 0, so log π_k = −inf and they receive no responsibility; their means and covariances
+stay at the initial point mass with covariance ``reg_covar``). All (K, restart) pairs of one
+covariance type then share one shape and run as a single ``vmap`` of the EM ``while_loop``.
+"""
 
 from __future__ import annotations
 
-import jax.numpy as jnp
+import dataclasses
+import functools
+from typing import Sequence
 
-from .covariance import get_covariance_model
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .covariance import COVARIANCE_TYPES, get_covariance_model
 from .density import log_prob
+from .em import LoopState, Status, em_step, run_loop
+from .fit import auto_chunk_size, best_restart, bucket_rows
+from .init import INIT_METHODS, _params_from_resp, _sq_distances, kmeans_plusplus
 from .params import MixtureParams
+from .stats import chunked_map, chunked_sum, log_resp_and_norm, weighted_log_prob
+from .validation import (check_data, check_int, check_n_samples, check_nonnegative,
+                         check_sample_weight)
+
+CRITERIA = ("bic", "aic")
 
 
 def n_parameters(params: MixtureParams) -> int:
     """Free parameters: covariances + K·D means + K−1 weights (sklearn's ``_n_parameters``)."""
-    k, d = params.n_components, params.n_features
-    return get_covariance_model(params.covariance_type).n_parameters(k, d) + k * d + k - 1
+    return _n_parameters(params.covariance_type, params.n_components, params.n_features)
+
+
+def _n_parameters(covariance_type: str, k: int, d: int) -> int:
+    return get_covariance_model(covariance_type).n_parameters(k, d) + k * d + k - 1
 
 
 def _total_log_likelihood(params, X, sample_weight):
@@ -33,3 +57,316 @@ def aic(params: MixtureParams, X, sample_weight=None) -> jnp.ndarray:
     """Akaike information criterion −2 log L + 2p (lower is better)."""
     total, _ = _total_log_likelihood(params, X, sample_weight)
     return -2.0 * total + 2.0 * n_parameters(params)
+
+
+# --------------------------------------------------------------------------------------------
+# Masked components: the pieces of init and EM that respect a (K_max,) boolean mask.
+
+
+def mask_weights(params: MixtureParams, mask: jax.Array) -> MixtureParams:
+    """Set the weights of masked-out components to exactly 0 and renormalise the live ones
+    (live weights become (n_k + 10·eps) / Σ_live (n_j + 10·eps), sklearn's formula for K)."""
+    w = jnp.where(mask, params.weights, 0.0)
+    return params.replace(weights=w / jnp.sum(w))
+
+
+def masked_kmeans(key: jax.Array, x: jax.Array, w: jax.Array, mask: jax.Array, *,
+                  max_iter: int = 300, tol=1e-4, chunk_size: int | None = None) -> jax.Array:
+    """Labels (N,) of weighted Lloyd k-means using only the live centres (``mask`` (K_max,)).
+
+    Seeds are the first K of a k-means++ seeding of K_max centres (k-means++ is sequential, so
+    they are a k-means++ seeding of K). Same stopping rule as :func:`gmmjax.kmeans`.
+    """
+    k_max = mask.shape[0]
+    centers = x[kmeans_plusplus(key, x, w, k_max)]
+    wsum = jnp.sum(w)
+    mean = jnp.sum(w[:, None] * x, axis=0) / wsum
+    tol_abs = tol * jnp.mean(jnp.sum(w[:, None] * (x - mean) ** 2, axis=0) / wsum)
+
+    def assign(xc, c):
+        return jnp.argmin(jnp.where(mask[None], _sq_distances(xc, c), jnp.inf), axis=1)
+
+    def lloyd(carry):
+        c, _, it = carry
+
+        def sums(xc, wc):
+            onehot = jax.nn.one_hot(assign(xc, c), k_max, dtype=x.dtype) * wc[:, None]
+            return (jnp.matmul(onehot.T, xc, precision=jax.lax.Precision.HIGHEST),
+                    jnp.sum(onehot, axis=0))
+
+        total, counts = chunked_sum(sums, x, w, chunk_size)
+        new = jnp.where(counts[:, None] > 0, total / jnp.maximum(counts, 1e-30)[:, None], c)
+        return new, jnp.sum(jnp.where(mask[:, None], (new - c) ** 2, 0.0)), it + 1
+
+    def cond(carry):
+        _, shift, it = carry
+        return (it < max_iter) & (shift > tol_abs)
+
+    centers, _, _ = jax.lax.while_loop(cond, lloyd, (centers, jnp.array(jnp.inf, x.dtype), 0))
+    return chunked_map(lambda xc: assign(xc, centers), x, chunk_size)
+
+
+def masked_initial_responsibilities(key, x, w, mask, method: str, chunk_size=None) -> jax.Array:
+    """(N, K_max) initial responsibilities of sklearn's ``init_params`` methods, zero on masked
+    columns (for K live components they are the method's responsibilities for K)."""
+    n, k_max = x.shape[0], mask.shape[0]
+    if method == "kmeans":
+        labels = masked_kmeans(key, x, w, mask, chunk_size=chunk_size)
+        return jax.nn.one_hot(labels, k_max, dtype=x.dtype)
+    if method == "random":
+        resp = jnp.where(mask[None], jax.random.uniform(key, (n, k_max), x.dtype), 0.0)
+        return resp / jnp.sum(resp, axis=1, keepdims=True)
+    if method == "random_from_data":
+        idx = jax.random.choice(key, n, (k_max,), replace=False, p=w / jnp.sum(w))
+    elif method == "k-means++":
+        idx = kmeans_plusplus(key, x, w, k_max)
+    else:
+        raise ValueError(f"Unknown init {method!r}; expected one of {list(INIT_METHODS)}.")
+    hot = jnp.zeros((n, k_max), x.dtype).at[idx, jnp.arange(k_max)].set(1.0)
+    return jnp.where(mask[None], hot, 0.0)
+
+
+def _masked_restart(key, n_live, x, w, tol, reg_covar, *, k_max, covariance_type, init, max_iter,
+                    chunk_size):
+    mask = jnp.arange(k_max) < n_live
+    resp = masked_initial_responsibilities(key, x, w, mask, init, chunk_size)
+    params, ok = _params_from_resp(x, w, resp, covariance_type, reg_covar, chunk_size)
+    params = mask_weights(params, mask)
+    zero = jnp.zeros_like(x[0])
+
+    def step(p):
+        new, bound, step_ok = em_step(p, x, w, reg_covar=reg_covar, chunk_size=chunk_size,
+                                      shift=zero)
+        return mask_weights(new, mask), bound, step_ok
+
+    loop: LoopState = run_loop(step, params, max_iter, tol, x.dtype)
+    status = jnp.where(ok, loop.status, Status.ILL_DEFINED_COVARIANCE).astype(jnp.int32)
+
+    def total_ll(xc, wc):
+        norm = log_resp_and_norm(weighted_log_prob(loop.state, xc))[1]
+        return jnp.sum(jnp.where(wc > 0, wc * norm, 0.0))
+
+    return loop._replace(status=status), chunked_sum(total_ll, x, w, chunk_size)
+
+
+@functools.partial(jax.jit, static_argnames=("k_max", "n_init", "covariance_type", "init",
+                                             "max_iter", "chunk_size"))
+def _sweep_program(key, x, w, ks, tol, reg_covar, *, k_max, n_init, covariance_type, init,
+                   max_iter, chunk_size):
+    """All (K, restart) fits of one covariance type: one vmap over len(ks)·n_init restarts.
+
+    Restart i of K uses ``fold_in(fold_in(key, K), i)``. Returns, per K, the best restart's
+    padded params (original frame), lower bound, n_iter, status, and total log-likelihood.
+    """
+    shift = jnp.sum(w[:, None] * x, axis=0) / jnp.sum(w)
+    xs = x - shift
+    n_k = ks.shape[0]
+    flat_ks = jnp.repeat(ks, n_init)
+    keys = jax.vmap(lambda k, i: jax.random.fold_in(jax.random.fold_in(key, k), i))(
+        flat_ks, jnp.tile(jnp.arange(n_init), n_k))
+    run = functools.partial(_masked_restart, x=xs, w=w, tol=tol, reg_covar=reg_covar, k_max=k_max,
+                            covariance_type=covariance_type, init=init, max_iter=max_iter,
+                            chunk_size=chunk_size)
+    loops, lls = jax.vmap(run)(keys, flat_ks)
+    loops, lls = jax.tree_util.tree_map(lambda a: a.reshape((n_k, n_init) + a.shape[1:]),
+                                        (loops, lls))
+    best = jax.vmap(best_restart)(loops.lower_bound, loops.status)
+    pick = jax.tree_util.tree_map(lambda a: a[jnp.arange(n_k), best], (loops, lls))
+    loop, ll = pick
+    params = loop.state.replace(means=loop.state.means + shift)
+    return params, loop.lower_bound, loop.n_iter, loop.status, ll
+
+
+def _live_components(params: MixtureParams, n_live: int) -> MixtureParams:
+    """Drop the masked (trailing) components of padded params (host-side slicing)."""
+    model = get_covariance_model(params.covariance_type)
+    k_max, d = params.means.shape
+    padded, target = model.shape(k_max, d), model.shape(n_live, d)
+
+    def cut(a):
+        return a[:n_live] if (a.shape == padded and padded != target) else a
+
+    return MixtureParams(params.weights[:n_live], params.means[:n_live], cut(params.covariances),
+                         cut(params.precisions_cholesky), params.covariance_type)
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectionResult:
+    """What :func:`select_model` returns. Tables have shape (len(covariance_types),
+    len(n_components)); failed cells (every restart ill-defined) hold +inf criteria.
+
+    criterion: "bic" or "aic"; table: that criterion; bic, aic: both; log_likelihood: total
+    (weighted) log-likelihood of the fitted params; n_parameters; lower_bound, n_iter,
+    converged, status: of the best restart per cell. best_covariance_type,
+    best_n_components, params: the winner (lowest criterion, ties -> first in sweep order).
+    all_params: {(covariance_type, K): MixtureParams} for every cell. estimator: a fitted
+    :class:`gmmjax.GaussianMixture` holding ``params`` (None if unavailable).
+    """
+
+    criterion: str
+    covariance_types: tuple
+    n_components: tuple
+    table: np.ndarray
+    bic: np.ndarray
+    aic: np.ndarray
+    log_likelihood: np.ndarray
+    n_parameters: np.ndarray
+    lower_bound: np.ndarray
+    n_iter: np.ndarray
+    converged: np.ndarray
+    status: np.ndarray
+    best_covariance_type: str
+    best_n_components: int
+    params: MixtureParams
+    all_params: dict
+    estimator: object = None
+
+    def rows(self) -> list[dict]:
+        """The table as one dict per (covariance_type, n_components), e.g. for pandas."""
+        out = []
+        for i, ct in enumerate(self.covariance_types):
+            for j, k in enumerate(self.n_components):
+                out.append({"covariance_type": ct, "n_components": k,
+                            "bic": float(self.bic[i, j]), "aic": float(self.aic[i, j]),
+                            "log_likelihood": float(self.log_likelihood[i, j]),
+                            "n_parameters": int(self.n_parameters[i, j]),
+                            "n_iter": int(self.n_iter[i, j]),
+                            "converged": bool(self.converged[i, j])})
+        return out
+
+
+def _check_components(n_components) -> tuple[int, ...]:
+    if isinstance(n_components, (int, np.integer)) and not isinstance(n_components, bool):
+        n_components = (n_components,)
+    try:
+        ks = tuple(n_components)
+    except TypeError:
+        raise ValueError(f"n_components must be an iterable of integers >= 1 (e.g. range(1, 11)); "
+                         f"got {n_components!r}.") from None
+    if not ks:
+        raise ValueError("n_components is empty; give at least one number of components, e.g. "
+                         "range(1, 11).")
+    ks = tuple(check_int(k, "each n_components value", 1) for k in ks)
+    if len(set(ks)) != len(ks):
+        raise ValueError(f"n_components contains duplicates: {list(ks)}.")
+    return ks
+
+
+def _check_covariance_types(covariance_types) -> tuple[str, ...]:
+    if isinstance(covariance_types, str):
+        covariance_types = (covariance_types,)
+    types = tuple(covariance_types)
+    if not types:
+        raise ValueError(f"covariance_types is empty; give at least one of "
+                         f"{list(COVARIANCE_TYPES)}.")
+    for ct in types:
+        get_covariance_model(ct)
+    if len(set(types)) != len(types):
+        raise ValueError(f"covariance_types contains duplicates: {list(types)}.")
+    return types
+
+
+def select_model(key: jax.Array, X, n_components: Sequence[int] = range(1, 11),
+                 covariance_types: Sequence[str] = COVARIANCE_TYPES, criterion: str = "bic", *,
+                 n_init: int = 1, init: str = "kmeans", max_iter: int = 100, tol=1e-3,
+                 reg_covar=1e-6, sample_weight=None, chunk_size: int | None = None,
+                 return_estimator: bool = True) -> SelectionResult:
+    """Fit every (covariance type, K) and pick the lowest BIC or AIC.
+
+    One compiled program per covariance type: all K (padded to max K with masked, zero-weight
+    components) and all ``n_init`` restarts run as one ``vmap``; restart i of K uses
+    ``fold_in(fold_in(key, K), i)`` and the best restart per K is chosen by final lower bound,
+    as in :func:`gmmjax.fit`. The criteria use the fitted params' total log-likelihood, as
+    sklearn's ``GaussianMixture.bic(X)`` / ``aic(X)``; n is the total sample weight.
+
+    Requires ``reg_covar > 0`` (the masked components sit at covariance ``reg_covar``).
+    Memory: the vmapped batch holds len(n_components)·n_init restarts with max K components each;
+    ``chunk_size`` (auto for large problems) bounds it.
+    Returns a :class:`SelectionResult`.
+    """
+    ks = _check_components(n_components)
+    types = _check_covariance_types(covariance_types)
+    if criterion not in CRITERIA:
+        raise ValueError(f"Unknown criterion {criterion!r}; expected one of {list(CRITERIA)}.")
+    n_init = check_int(n_init, "n_init", 1)
+    max_iter = check_int(max_iter, "max_iter", 0)
+    check_nonnegative(tol, "tol")
+    check_nonnegative(reg_covar, "reg_covar")
+    if not float(reg_covar) > 0:
+        raise ValueError("select_model needs reg_covar > 0: the padding (masked) components of "
+                         "smaller K keep covariance reg_covar.")
+    if init not in INIT_METHODS:
+        raise ValueError(f"Unknown init {init!r}; expected one of {list(INIT_METHODS)}.")
+    if chunk_size is not None:
+        chunk_size = check_int(chunk_size, "chunk_size", 1)
+    x = check_data(X)
+    n, d = x.shape
+    w = check_sample_weight(sample_weight, n, x.dtype)
+    k_max = max(ks)
+    check_n_samples(w, k_max)
+    batch = len(ks) * n_init
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(n, k_max * batch, d)
+    n_pad = bucket_rows(n, chunk_size)
+    if n_pad != n:
+        x = jnp.concatenate([x, jnp.zeros((n_pad - n, d), x.dtype)])
+        w = jnp.concatenate([w, jnp.zeros((n_pad - n,), x.dtype)])
+    n_eff = float(jnp.sum(w))
+    shape = (len(types), len(ks))
+    table = {name: np.zeros(shape) for name in ("bic", "aic", "ll", "lb")}
+    n_par = np.zeros(shape, np.int64)
+    n_iter = np.zeros(shape, np.int64)
+    status = np.zeros(shape, np.int64)
+    all_params = {}
+    for i, ct in enumerate(types):
+        params, lb, it, st, ll = _sweep_program(
+            key, x, w, jnp.asarray(ks, jnp.int32), jnp.asarray(tol, x.dtype),
+            jnp.asarray(reg_covar, x.dtype), k_max=k_max, n_init=n_init, covariance_type=ct,
+            init=init, max_iter=max_iter, chunk_size=chunk_size)
+        ll, lb, it, st = (np.asarray(a) for a in (ll, lb, it, st))
+        host = jax.tree_util.tree_map(np.asarray, params)
+        for j, k in enumerate(ks):
+            p = _n_parameters(ct, k, d)
+            failed = st[j] in (Status.ILL_DEFINED_COVARIANCE, Status.NONFINITE) or not np.isfinite(
+                ll[j])
+            n_par[i, j], n_iter[i, j], status[i, j] = p, it[j], st[j]
+            table["ll"][i, j], table["lb"][i, j] = ll[j], lb[j]
+            table["bic"][i, j] = np.inf if failed else -2.0 * ll[j] + p * np.log(n_eff)
+            table["aic"][i, j] = np.inf if failed else -2.0 * ll[j] + 2.0 * p
+            all_params[(ct, k)] = _live_components(
+                jax.tree_util.tree_map(lambda a, j=j: a[j], host), k)
+    crit = table[criterion]
+    if not np.isfinite(crit).any():
+        raise RuntimeError("select_model: every fit failed (ill-defined covariances or non-finite "
+                           "log-likelihood); try a larger reg_covar or standardised data.")
+    bi, bj = np.unravel_index(int(np.argmin(crit)), crit.shape)
+    best_ct, best_k = types[bi], ks[bj]
+    best = all_params[(best_ct, best_k)]
+    result = SelectionResult(
+        criterion=criterion, covariance_types=types, n_components=ks, table=crit,
+        bic=table["bic"], aic=table["aic"], log_likelihood=table["ll"], n_parameters=n_par,
+        lower_bound=table["lb"], n_iter=n_iter, converged=status == Status.CONVERGED,
+        status=status, best_covariance_type=best_ct, best_n_components=best_k,
+        params=jax.tree_util.tree_map(jnp.asarray, best), all_params=all_params)
+    if return_estimator:
+        estimator = _fitted_estimator(result, n_init=n_init, init=init, max_iter=max_iter,
+                                      tol=tol, reg_covar=reg_covar, n_features=d)
+        result = dataclasses.replace(result, estimator=estimator)
+    return result
+
+
+def _fitted_estimator(result: SelectionResult, *, n_features, **settings):
+    """A fitted :class:`gmmjax.GaussianMixture` holding the winner's params and fit record."""
+    from .estimators.gaussian_mixture import GaussianMixture
+
+    i = result.covariance_types.index(result.best_covariance_type)
+    j = result.n_components.index(result.best_n_components)
+    params = jax.tree_util.tree_map(np.asarray, result.params)
+    est = GaussianMixture.from_params(params, n_init=settings["n_init"],
+                                      init_params=settings["init"],
+                                      max_iter=settings["max_iter"], tol=settings["tol"],
+                                      reg_covar=settings["reg_covar"])
+    est.converged_ = bool(result.converged[i, j])
+    est.n_iter_ = int(result.n_iter[i, j])
+    est.lower_bound_ = result.lower_bound[i, j]
+    return est
