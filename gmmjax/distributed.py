@@ -199,7 +199,7 @@ def _draw(key, probs, axis, shape=()):
     u = jax.random.uniform(key, shape, probs.dtype) * jnp.sum(totals)
     count = lax.psum(jnp.sum((cum + offset) <= u[..., None], axis=-1), axis)
     n_global = probs.shape[0] * lax.psum(1, axis)
-    return jnp.minimum(count, n_global - 1)
+    return jnp.minimum(count, n_global - 1).astype(jnp.int32)
 
 
 def _sq_distances(x, centers):
