@@ -65,8 +65,11 @@ def check_data(x, name: str = "X", min_samples: int = 1) -> jax.Array:
                          f"{min_samples} required.")
     dtype = float_dtype(x)
     x = jnp.asarray(x, dtype)
-    if not is_traced(x) and not bool(jnp.all(jnp.isfinite(x))):
-        kind = "NaN" if bool(jnp.any(jnp.isnan(x))) else "infinity"
+    # ensure_compile_time_eval: concrete data closed over inside jit/grad is still checked eagerly.
+    with jax.ensure_compile_time_eval():
+        bad = not is_traced(x) and not bool(jnp.all(jnp.isfinite(x)))
+        kind = "NaN" if bad and bool(jnp.any(jnp.isnan(x))) else "infinity"
+    if bad:
         raise ValueError(f"{name} contains {kind} (shape {tuple(shape)}); remove or impute those "
                          "values first.")
     return x
@@ -80,6 +83,12 @@ def check_sample_weight(sample_weight, n_samples: int, dtype) -> jax.Array:
         raise ValueError(f"sample_weight must have shape ({n_samples},) to match X; got "
                          f"{tuple(np.shape(sample_weight))}.")
     w = jnp.asarray(sample_weight, dtype)
+    with jax.ensure_compile_time_eval():   # concrete weights closed over inside jit/grad
+        _check_weight_values(w)
+    return w
+
+
+def _check_weight_values(w) -> None:
     if not is_traced(w):
         if not bool(jnp.all(jnp.isfinite(w))):
             raise ValueError("sample_weight contains NaN or infinity.")
@@ -88,7 +97,6 @@ def check_sample_weight(sample_weight, n_samples: int, dtype) -> jax.Array:
                              f"{float(jnp.min(w)):g}.")
         if not float(jnp.sum(w)) > 0:
             raise ValueError("sample_weight sums to zero; at least one row needs positive weight.")
-    return w
 
 
 def check_n_samples(w, n_components: int) -> None:
