@@ -1,0 +1,158 @@
+"""Smoke test of the benchmark harness on a micro case (seconds; no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root holds benchmarks/
+
+from benchmarks import Case, Run, Settings, Skip, harness, run_case
+from benchmarks import cases_core, peers, runner
+from benchmarks.machine import PeakRSS, TracedPeak, matmul_rate
+
+N, D, K, IT = 240, 2, 2, 3
+
+
+@pytest.fixture
+def settings(monkeypatch):
+    s = Settings(repeats=2, min_time=0.0, memory=True, xla_memory=False, matmul_gflops=10.0,
+                 platform="cpu", max_case_s=None)
+    monkeypatch.setattr(harness, "SETTINGS", s)
+    return s
+
+
+@pytest.mark.parametrize("cov", ["full", "diag"])
+def test_em_case_identical_work(settings, cov):
+    """gmmjax and sklearn start from the same parameters and run the same iterations: their
+    final lower bounds agree (this is what makes the speed ratio meaningful)."""
+    case = cases_core.em_case(N, D, K, cov, IT, peers=False)
+    rec = run_case(case, settings)
+    assert rec["status"] == "ok"
+    jx, sk = rec["impls"]["gmmjax"], rec["impls"]["sklearn"]
+    for r in (jx, sk):
+        assert r["status"] == "ok", r
+        assert r["time_s"] > 0 and r["repeats"] >= 1
+        assert r["per_iter_s"] == pytest.approx(r["time_s"] / IT)
+        assert r["gflops"] > 0 and r["frac_of_matmul"] == pytest.approx(r["gflops"] / 10.0)
+        assert r["metrics"]["n_iter_run"] == IT
+    assert jx["compile_s"] is not None and sk["compile_s"] is None
+    assert "tracemalloc_peak_mb" in sk and sk["tracemalloc_peak_mb"] > 0
+    assert rec["speedup"] == pytest.approx(sk["time_s"] / jx["time_s"])
+    assert rec["loglik_abs_diff"] < 1e-3 * max(1.0, abs(sk["metrics"]["loglik"]))
+
+
+def test_init_is_shared_and_valid():
+    x = peers.make_data(N, 3, K, 0)
+    assert x.dtype == np.float32 and x.shape == (N, 3)
+    for cov in cases_core.COV_TYPES:
+        init = peers.make_init(x, K, cov, 1)
+        p = init.mixture_params()
+        np.testing.assert_allclose(np.asarray(p.covariances), init.covariances, rtol=2e-3,
+                                   atol=1e-5)
+        assert np.isclose(init.weights.sum(), 1.0, atol=1e-6)
+
+
+def test_batch_case_extrapolates_sklearn(settings):
+    case = cases_core.batch_case(6, 50, 2, 2, "full", IT, sklearn_subset=3)
+    rec = run_case(case, settings)
+    sk = rec["impls"]["sklearn"]
+    assert sk["status"] == "ok" and sk["scale"] == 2.0
+    assert sk["time_s"] == pytest.approx(2.0 * min(sk["samples_s"]))
+    assert "extrapolated" in sk["note"]
+    assert rec["impls"]["gmmjax"]["throughput"] > 0
+
+
+def test_skip_and_error_are_recorded(settings):
+    def skipper(_):
+        raise Skip("not here")
+
+    def broken(_):
+        raise RuntimeError("boom")
+
+    case = Case("micro", "test", {"N": 1}, setup=lambda: None,
+                impls={"gmmjax": lambda _: Run(lambda: np.zeros(3), jax=False),
+                       "sklearn": skipper, "other": broken})
+    rec = run_case(case, settings)
+    assert rec["impls"]["gmmjax"]["status"] == "ok"
+    assert rec["impls"]["sklearn"] == {"status": "skipped", "note": "not here"}
+    assert rec["impls"]["other"]["status"] == "error" and "boom" in rec["impls"]["other"]["note"]
+    assert "speedup" not in rec
+
+    def bad_setup():
+        raise ValueError("no data")
+
+    rec = run_case(Case("micro2", "test", {}, setup=bad_setup, impls={}), settings)
+    assert rec["status"] == "error" and "no data" in rec["note"]
+
+
+def test_discover_skips_broken_plugins(tmp_path):
+    (tmp_path / "cases_good.py").write_text(
+        "from benchmarks import Case, Run\n"
+        "def cases(quick):\n"
+        "    return [Case('g1', 'g', {}, setup=lambda: 0, impls={})]\n")
+    (tmp_path / "cases_bad.py").write_text("import no_such_module_xyz\n")
+    (tmp_path / "cases_wrong.py").write_text("def cases(quick):\n    return [1]\n")
+    (tmp_path / "cases_dup.py").write_text(
+        "from benchmarks import Case\n"
+        "def cases(quick):\n"
+        "    return [Case('g1', 'g', {}, setup=lambda: 0, impls={})]\n")
+    cases, notes = runner.discover(True, tmp_path, package="benchmarks_tmp_plugins")
+    assert [c.name for c in cases] == ["g1"]
+    text = "\n".join(notes)
+    assert "cases_bad.py skipped" in text and "ModuleNotFoundError" in text
+    assert "cases_wrong.py skipped" in text
+    assert "duplicate case name 'g1'" in text
+
+
+def test_select_patterns():
+    cs = [Case(n, g, {}, setup=lambda: 0, impls={}) for n, g in
+          [("em-full-N1-D2-K3", "em"), ("em-diag-N1-D2-K3", "em"), ("score-full-N1", "score")]]
+    assert [c.name for c in runner.select(cs, ["em-full-*"])] == ["em-full-N1-D2-K3"]
+    assert len(runner.select(cs, ["em"])) == 2
+    assert len(runner.select(cs, ["full"])) == 2
+    assert runner.select(cs, None) == cs
+
+
+def test_memory_probes():
+    with TracedPeak() as t:
+        a = np.ones((256, 1024))  # 2 MiB
+        del a
+    assert t.peak_mb >= 1.9
+    with PeakRSS() as r:
+        pass
+    assert r.peak_mb is None or r.peak_mb >= 0
+    import jax
+    import jax.numpy as jnp
+    m = peers._xla_memory(jax.jit(lambda a: a * 2.0).lower(jnp.ones(1000, jnp.float32)).compile())
+    assert m["argument_size_in_bytes"] == 4000 and m["peak_estimate_mb"] > 0
+
+
+def test_matmul_rate_small():
+    mm = matmul_rate(64, repeats=1)
+    assert mm["reference_gflops"] == max(mm["jax_highest_gflops"], mm["numpy_gflops"]) > 0
+
+
+def test_main_writes_json_table_and_plots(tmp_path, monkeypatch, capsys):
+    """End to end with the micro grid: the CLI prints the table and writes JSON, markdown, PNG."""
+    micro = [cases_core.em_case(N, D, K, "full", IT, peers=False, target=1e-6),
+             cases_core.score_case(N, D, K, "full")]
+    monkeypatch.setattr(runner, "discover", lambda quick: (micro, ["a note"]))
+    res = runner.main(["--quick", "--out", str(tmp_path), "--matmul-n", "64", "--repeats", "1",
+                       "--min-time", "0", "--xla-memory", "none"])
+    out = capsys.readouterr().out
+    assert "em-full-N240-D2-K2" in out and "speedup" in out and "a note" in out
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert any(f.endswith("-quick.json") for f in files)
+    assert any(f.endswith("-speedup.png") for f in files)
+    assert any(f.endswith("-time_vs_n.png") for f in files)
+    data = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert data["meta"]["matmul"]["reference_gflops"] > 0
+    assert [c["name"] for c in data["cases"]] == [c.name for c in micro]
+    assert data["cases"][0]["target_met"] is True
+    assert data["cases"][1]["impls"]["gmmjax"]["throughput"] > 0
+    assert res["cases"][1]["loglik_abs_diff"] < 1e-3
