@@ -37,8 +37,10 @@ def kde_bandwidth(n_samples: int, n_features: int, bandwidth="scott") -> float:
                          f"of {list(BANDWIDTH_RULES)}.")
     if is_traced(bandwidth):
         return bandwidth
-    if isinstance(bandwidth, bool) or not (isinstance(bandwidth, numbers.Real)
-                                           or np.ndim(bandwidth) == 0):
+    numeric = isinstance(bandwidth, numbers.Real) or (
+        np.ndim(bandwidth) == 0 and np.issubdtype(getattr(bandwidth, "dtype", np.object_),
+                                                  np.number))
+    if isinstance(bandwidth, bool) or not numeric:
         raise ValueError(f"bandwidth must be a positive float or one of {list(BANDWIDTH_RULES)}; "
                          f"got {bandwidth!r}.")
     value = float(bandwidth)
