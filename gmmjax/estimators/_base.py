@@ -47,7 +47,7 @@ from ..em import Status
 from ..fit import bucket_rows
 from ..stats import log_resp_and_norm
 
-__all__ = ["BaseMixtureEstimator", "ILL_DEFINED_MESSAGE", "x64_scope", "random_key"]
+__all__ = ["BaseMixtureEstimator", "ILL_DEFINED_MESSAGE", "pad_rows", "random_key", "x64_scope"]
 
 ILL_DEFINED_MESSAGE = (
     "Fitting the mixture model failed because some components have ill-defined empirical "
@@ -95,13 +95,29 @@ def _resp_norm_from_wlp(wlp):
     return log_resp_and_norm(wlp)
 
 
-def _pad_rows(x: np.ndarray) -> np.ndarray:
-    """Pad rows with zeros to fit's bucket size, so nearby N share one compiled program."""
+MIN_ROWS = 128  # estimators pad small inputs to at least this many rows: one program for all
+
+
+def padded_rows(n: int, chunk_size: int | None = None) -> int:
+    """Row count the estimators pad to: fit's bucket (≤ 1/8 padding), at least MIN_ROWS."""
+    return max(bucket_rows(n, chunk_size), bucket_rows(MIN_ROWS, chunk_size))
+
+
+def pad_rows(x: np.ndarray, sample_weight=None, chunk_size: int | None = None):
+    """Zero rows (with zero weight) up to :func:`padded_rows`, so the many small N that sklearn's
+    checks and user code produce share compiled programs. -> (x, w) numpy; w has ones for the
+    real rows when ``sample_weight`` is None."""
     n = x.shape[0]
-    n_pad = bucket_rows(n, None)
+    n_pad = padded_rows(n, chunk_size)
+    w = np.ones(n, x.dtype) if sample_weight is None else np.asarray(sample_weight, x.dtype)
     if n_pad == n:
-        return x
-    return np.concatenate([x, np.zeros((n_pad - n,) + x.shape[1:], x.dtype)])
+        return x, w
+    return (np.concatenate([x, np.zeros((n_pad - n,) + x.shape[1:], x.dtype)]),
+            np.concatenate([w, np.zeros(n_pad - n, x.dtype)]))
+
+
+def _pad_rows(x: np.ndarray) -> np.ndarray:
+    return pad_rows(x)[0]
 
 
 class BaseMixtureEstimator(DensityMixin, BaseEstimator):

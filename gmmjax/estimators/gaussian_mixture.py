@@ -12,11 +12,11 @@ from sklearn.utils import check_array
 from sklearn.utils._param_validation import StrOptions
 
 from ..covariance import COVARIANCE_TYPES, get_covariance_model
-from ..fit import auto_chunk_size, bucket_rows, fit
+from ..fit import auto_chunk_size, fit
 from ..init import initialize
 from ..params import MixtureParams, from_precisions
 from ..stats import chunked_map, log_resp_and_norm, weighted_log_prob
-from ._base import FLOAT32_HINT, ILL_DEFINED_MESSAGE, BaseMixtureEstimator, x64_scope
+from ._base import FLOAT32_HINT, ILL_DEFINED_MESSAGE, BaseMixtureEstimator, pad_rows, x64_scope
 
 __all__ = ["GaussianMixture"]
 
@@ -157,28 +157,24 @@ class GaussianMixture(BaseMixtureEstimator):
         self._precisions_init = (None if self.precisions_init is None else _check_precisions(
             self.precisions_init, self.covariance_type, k, d))
 
-    def _given_init(self, X, sample_weight, key, n_init):
-        """Initial params from weights_init/means_init/precisions_init (None if none is given)."""
+    def _given_init(self, x, w, key, n_init, chunk):
+        """Initial params from weights_init/means_init/precisions_init (None if none is given).
+
+        ``x``, ``w`` are the padded rows and weights exactly as given to ``fit``."""
         given = (self._weights_init, self._means_init, self._precisions_init)
         if all(a is None for a in given):
             return None, n_init
-        dtype = X.dtype
-        k, d = self.n_components, X.shape[1]
+        dtype = x.dtype
         if all(a is not None for a in given):
             # Fully specified: every restart would be identical, so one is enough.
             return from_precisions(jnp.asarray(self._weights_init, dtype),
                                    jnp.asarray(self._means_init, dtype),
                                    jnp.asarray(self._precisions_init, dtype),
                                    self.covariance_type), 1
-        # Partly given: the restarts' own inits on device, with the given pieces substituted.
-        n = X.shape[0]
-        w = np.ones(n, dtype) if sample_weight is None else np.asarray(sample_weight, dtype)
-        chunk = self.chunk_size if self.chunk_size is not None else auto_chunk_size(n, k, d)
-        n_pad = bucket_rows(n, chunk)
-        x = np.concatenate([X, np.zeros((n_pad - n, d), dtype)])
-        w = np.concatenate([w, np.zeros(n_pad - n, dtype)])
-        params, ok = _initial_params(key, jnp.asarray(x), jnp.asarray(w),
-                                     jnp.asarray(self.reg_covar, dtype), n_components=k,
+        # Partly given: the restarts' own inits on device (the ones fit would draw), with the
+        # given pieces substituted, as one batched MixtureParams with a leading (n_init,) axis.
+        params, ok = _initial_params(key, x, w, jnp.asarray(self.reg_covar, dtype),
+                                     n_components=self.n_components,
                                      covariance_type=self.covariance_type,
                                      method=self.init_params, n_init=n_init, chunk_size=chunk)
         if self._weights_init is not None:
@@ -201,14 +197,17 @@ class GaussianMixture(BaseMixtureEstimator):
         return params, n_init
 
     def _fit_engine(self, key, X, sample_weight, *, init, n_init, max_iter, prev_lower_bound):
+        n, d = X.shape
+        chunk = (self.chunk_size if self.chunk_size is not None
+                 else auto_chunk_size(n, self.n_components, d))
+        x, w = pad_rows(X, sample_weight, chunk)
+        x, w = jnp.asarray(x), jnp.asarray(w)
         common = dict(covariance_type=self.covariance_type, max_iter=max_iter, tol=self.tol,
-                      reg_covar=self.reg_covar, sample_weight=sample_weight,
-                      chunk_size=self.chunk_size)
-        x = jnp.asarray(X)
+                      reg_covar=self.reg_covar, sample_weight=w, chunk_size=chunk)
         if init is not None:
             return fit(key, x, self.n_components, init=init, n_init=1,
                        initial_lower_bound=prev_lower_bound, **common)
-        given, n_init = self._given_init(X, sample_weight, key, n_init)
+        given, n_init = self._given_init(x, w, key, n_init, chunk)
         return fit(key, x, self.n_components, init=self.init_params if given is None else given,
                    n_init=n_init, **common)
 
