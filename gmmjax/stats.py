@@ -72,7 +72,7 @@ def chunk_stats(params: MixtureParams, x: jax.Array, w: jax.Array, shift: jax.Ar
     """EM statistics of one chunk (x (C, D), w (C,)) under ``params``. Zero-weight rows are inert."""
     xs = x - shift
     centers = params.means - shift
-    return responsibility_stats(weighted_log_prob(params, xs), xs, w, centers,
+    return responsibility_stats(weighted_log_prob(params, x, shift), xs, w, centers,
                                 params.covariance_type)
 
 

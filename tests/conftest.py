@@ -1,0 +1,46 @@
+"""Shared fixtures: small data sets with few distinct shapes (each new shape costs an XLA compile)."""
+
+import jax
+import numpy as np
+import pytest
+
+from gmmjax.covariance import COVARIANCE_TYPES
+
+
+@pytest.fixture(scope="session")
+def blobs():
+    """(120, 3) float64: two offset, differently shaped clusters."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(50, 3)) @ np.array([[1.0, 0.3, 0.0], [0.0, 0.8, 0.2], [0.0, 0.0, 0.5]])
+    b = rng.normal(size=(70, 3)) * np.array([0.5, 1.5, 1.0]) + np.array([4.0, -2.0, 1.0])
+    return np.concatenate([a, b])
+
+
+def initial_precisions(covariance_type, n_components=2, n_features=3):
+    """Deterministic, non-trivial precisions_init for each covariance type."""
+    full = np.stack([np.eye(n_features) * (1.0 + 0.5 * k) for k in range(n_components)])
+    full[:, 0, 1] = full[:, 1, 0] = 0.1
+    return {"full": full, "tied": full[0], "diag": np.stack([np.diag(f) for f in full]),
+            "spherical": np.array([1.0 + 0.5 * k for k in range(n_components)])}[covariance_type]
+
+
+def initial_state(covariance_type):
+    weights = np.array([0.45, 0.55])
+    means = np.array([[0.5, 0.0, 0.0], [3.0, -1.0, 1.0]])
+    return weights, means, initial_precisions(covariance_type)
+
+
+@pytest.fixture(params=COVARIANCE_TYPES)
+def covariance_type(request):
+    return request.param
+
+
+@pytest.fixture
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+# Reuse compiled programs across test runs and subprocesses (CI starts cold; local reruns are fast).
+jax.config.update("jax_compilation_cache_dir", "/tmp/gmmjax-test-jax-cache")
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

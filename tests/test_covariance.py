@@ -1,0 +1,70 @@
+"""Log densities of every covariance type against scipy, and the precision conversions."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+import gmmjax as gj
+from gmmjax.covariance import COVARIANCE_TYPES, get_covariance_model
+from conftest import initial_state
+
+
+def dense_covariances(params):
+    k, d = params.means.shape
+    cov = np.asarray(params.covariances)
+    return {"full": lambda: cov, "tied": lambda: np.broadcast_to(cov, (k, d, d)),
+            "diag": lambda: np.stack([np.diag(c) for c in cov]),
+            "spherical": lambda: np.stack([c * np.eye(d) for c in cov])}[params.covariance_type]()
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-10), (np.float32, 2e-5)])
+def test_log_prob_matches_scipy(blobs, covariance_type, dtype, rtol):
+    with jax.enable_x64(dtype == np.float64):
+        weights, means, prec = initial_state(covariance_type)
+        params = gj.from_precisions(weights, means, prec, covariance_type).astype(dtype)
+        got = np.asarray(gj.log_prob(params, blobs.astype(dtype)))
+        assert got.dtype == dtype
+        cov = dense_covariances(params)
+        dens = sum(w * multivariate_normal(m, c).pdf(blobs)
+                   for w, m, c in zip(weights, means, cov.astype(np.float64)))
+        np.testing.assert_allclose(got, np.log(dens), rtol=rtol)
+
+
+def test_precision_round_trip(x64, covariance_type):
+    model = get_covariance_model(covariance_type)
+    _, _, prec = initial_state(covariance_type)
+    chol = model.precision_cholesky_from_precisions(jnp.asarray(prec))
+    np.testing.assert_allclose(model.precisions(chol), prec, atol=1e-12)
+    cov = model.covariance_from_precision_cholesky(chol)
+    chol2, ok = model.precision_cholesky(cov)
+    assert bool(ok)
+    np.testing.assert_allclose(chol2, chol, atol=1e-12)
+    if covariance_type in ("full", "tied"):
+        assert np.allclose(np.tril(np.asarray(chol), -1), 0)      # upper-triangular like sklearn
+
+
+def test_not_positive_definite_is_reported(covariance_type):
+    model = get_covariance_model(covariance_type)
+    bad = {"full": -np.eye(2)[None], "tied": -np.eye(2), "diag": -np.ones((1, 2)),
+           "spherical": -np.ones(1)}[covariance_type]
+    chol, ok = model.precision_cholesky(jnp.asarray(bad, jnp.float32))
+    assert not bool(ok)
+    assert bool(jnp.all(jnp.isfinite(chol)))
+
+
+def test_unknown_covariance_type():
+    with pytest.raises(ValueError, match="Unknown covariance_type 'banana'"):
+        get_covariance_model("banana")
+
+
+def test_n_parameters_like_sklearn():
+    # sklearn: K=2, D=5 -> spherical 13, diag 21, tied 26, full 41
+    expected = {"spherical": 13, "diag": 21, "tied": 26, "full": 41}
+    for ct in COVARIANCE_TYPES:
+        model = get_covariance_model(ct)
+        k, d = 2, 5
+        params = gj.MixtureParams(jnp.ones(k) / k, jnp.zeros((k, d)), jnp.ones(model.shape(k, d)),
+                                  jnp.ones(model.shape(k, d)), ct)
+        assert gj.n_parameters(params) == expected[ct]
