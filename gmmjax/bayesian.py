@@ -359,10 +359,11 @@ def _bayesian_program(key, x, w, init_value, prior_args, tol, reg_covar, prev_bo
                       chunk_size):
     shift = jnp.matmul(w, x, precision=HIGHEST) / jnp.sum(w)
     xs = x - shift
-    prior_args = dict(prior_args)
-    if prior_args.get("mean") is not None:
-        prior_args["mean"] = prior_args["mean"] - shift
-    priors = default_priors(xs, w, n_components, covariance_type, **prior_args)
+    # Each prior arrives as (value, given): one compiled program serves default and user priors.
+    defaults = default_priors(xs, w, n_components, covariance_type)
+    given_values = prior_args._replace(mean=(prior_args.mean[0] - shift, prior_args.mean[1]))
+    priors = BayesianPriors(*(jnp.where(given, value, default) for (value, given), default
+                              in zip(given_values, defaults)))
     run = functools.partial(_one_restart, x=xs, w=w, priors=priors, tol=tol, reg_covar=reg_covar,
                             prev_bound=prev_bound, n_components=n_components,
                             covariance_type=covariance_type, weight_type=weight_type, init=init,
@@ -523,15 +524,15 @@ def fit_bayesian(key: jax.Array, X, n_components: int, *, covariance_type: str =
         x = jnp.concatenate([x, jnp.zeros((n_pad - n, d), x.dtype)])
         w = jnp.concatenate([w, jnp.zeros((n_pad - n,), x.dtype)])
 
-    def arr(v):
-        return None if v is None else jnp.asarray(v, x.dtype)
+    def given(v, shape=()):
+        if v is None:
+            return jnp.zeros(shape, x.dtype), jnp.array(False)
+        return jnp.reshape(jnp.asarray(v, x.dtype), shape), jnp.array(True)
 
-    prior_args = dict(weight_concentration=arr(weight_concentration_prior),
-                      mean_precision=arr(mean_precision_prior), mean=arr(mean_prior),
-                      degrees_of_freedom=arr(degrees_of_freedom_prior),
-                      covariance=None if covariance_prior is None else jnp.reshape(
-                          arr(covariance_prior), get_covariance_model(
-                              covariance_type).component_shape(d)))
+    prior_args = BayesianPriors(
+        given(weight_concentration_prior), given(mean_precision_prior), given(mean_prior, (d,)),
+        given(degrees_of_freedom_prior),
+        given(covariance_prior, get_covariance_model(covariance_type).component_shape(d)))
     prev_bound = None if initial_lower_bound is None else jnp.asarray(initial_lower_bound,
                                                                       x.dtype)
     return _bayesian_program(key, x, w, init_value, prior_args, jnp.asarray(tol, x.dtype),
