@@ -359,7 +359,11 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
         rows_sharding = NamedSharding(mesh, P(data_axis))
 
         def replicate(tree):
-            return jax.tree_util.tree_map(lambda a: jax.device_put(np.asarray(a), rep), tree)
+            # every process holds the same values: no cross-process check (NaN != NaN there)
+            def one(a):
+                a = np.asarray(a)
+                return jax.make_array_from_callback(a.shape, rep, lambda idx: a[idx])
+            return jax.tree_util.tree_map(one, tree)
 
     # ---- first pass: shape, totals, reservoir sample
     t0 = time.perf_counter()
