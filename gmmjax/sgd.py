@@ -115,10 +115,12 @@ def mean_log_likelihood(params: MixtureParams, x: jax.Array, w: jax.Array | None
     """Weighted mean log density Σ w log p(x) / Σ w (no host-side checks; rows with w = 0 are
     inert padding). Differentiable in params and x."""
     shift = jax.lax.stop_gradient(jnp.mean(params.means, axis=0))
-    norm = log_resp_and_norm(weighted_log_prob(params, x, shift))[1]
     if w is None:
-        return jnp.mean(norm)
-    return jnp.sum(jnp.where(w > 0, w * norm, 0.0)) / jnp.sum(w)
+        return jnp.mean(log_resp_and_norm(weighted_log_prob(params, x, shift))[1])
+    live = w > 0
+    x = jnp.where(live[:, None], x, 0.0)     # padding rows can hold anything, even inf
+    norm = log_resp_and_norm(weighted_log_prob(params, x, shift))[1]
+    return jnp.sum(jnp.where(live, w * norm, 0.0)) / jnp.sum(w)
 
 
 def sgd_objective(u: UnconstrainedParams, x: jax.Array, w: jax.Array | None = None,
