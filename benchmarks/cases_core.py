@@ -60,9 +60,13 @@ def _capped(impl: str, factory, n, d, k, cov, n_iter):
     return wrapped
 
 
-def em_case(n: int, d: int, k: int, cov: str, n_iter: int, *, peers: bool = True,
+PEERS = ("gmmx", "sklearn-torch")
+
+
+def em_case(n: int, d: int, k: int, cov: str, n_iter: int, *, peers=PEERS,
             target: float | None = None, seed: int = 0) -> Case:
-    """n_iter EM iterations of a K-component mixture on N×D float32 data, identical start."""
+    """n_iter EM iterations of a K-component mixture on N×D float32 data, identical start.
+    ``peers``: which peer columns to add (True: all, False: none)."""
 
     def setup():
         x = make_data(n, d, k, seed)
@@ -72,8 +76,10 @@ def em_case(n: int, d: int, k: int, cov: str, n_iter: int, *, peers: bool = True
         "gmmjax": lambda p: gmmjax_fit(p[0], k, p[1], n_iter, cov),
         "sklearn": lambda p: sklearn_fit(p[0], k, p[1], n_iter, cov),
     }
-    if peers:
+    peers = PEERS if peers is True else (peers or ())
+    if "gmmx" in peers:
         impls["gmmx"] = lambda p: gmmx_fit(p[0], k, p[1], n_iter, cov)
+    if "sklearn-torch" in peers:
         impls["sklearn-torch"] = lambda p: sklearn_torch_fit(p[0], k, p[1], n_iter, cov)
     impls = {name: _capped("gmmjax" if name == "gmmjax" else "sklearn", f, n, d, k, cov, n_iter)
              for name, f in impls.items()}
@@ -246,14 +252,16 @@ def estep_case(n: int, d: int, k: int, cov: str = "full", target_s: float | None
 
 # ----------------------------------------------------------------------------- the grid
 
-def quick_cases(it: int = 5) -> list[Case]:
+def quick_cases(it: int = 5, all_peers: bool = False) -> list[Case]:
     """The issue's speed targets plus one scoring case; ``it`` EM iterations per fit (5 keeps
     ``--quick`` under 3 minutes on 2 CPU cores; per-iteration times hardly depend on it)."""
+    # --quick runs the slow sklearn-torch peer on the two cheaper EM cases only
+    heavy = PEERS if all_peers else ("gmmx",)
     return [
         em_case(100_000, 2, 8, "full", it, target=5.0),
-        em_case(100_000, 16, 16, "full", it, target=3.0),
+        em_case(100_000, 16, 16, "full", it, peers=heavy, target=3.0),
         em_case(100_000, 16, 16, "diag", it, target=3.0),
-        em_case(65_536, 32, 32, "full", it, target=3.0),
+        em_case(65_536, 32, 32, "full", it, peers=heavy, target=3.0),
         n_init_case(20_000, 2, 4, "full", 10, 10, target=10.0),
         batch_case(1000, 400, 2, 2, "full", 10, sklearn_subset=50, target=100.0),
         score_case(100_000, 16, 16, "full"),
@@ -266,10 +274,10 @@ def full_cases() -> list[Case]:
     gpu = harness.SETTINGS.platform not in (None, "cpu")
     it = 10
     ns = (10_000, 100_000, 1_000_000) + ((10_000_000,) if gpu else ())
-    out = quick_cases(it)
+    out = quick_cases(it, all_peers=True)
     names = {c.name for c in out}
     for n, d, k, cov in itertools.product(ns, (2, 16, 64), (4, 16, 64), COV_TYPES):
-        c = em_case(n, d, k, cov, it, peers=n <= 100_000 or gpu)
+        c = em_case(n, d, k, cov, it, peers=PEERS if n <= 100_000 or gpu else ())
         if c.name not in names:
             out.append(c)
             names.add(c.name)

@@ -8,7 +8,8 @@ several *implementations* ("gmmjax", "sklearn", peers). The harness builds the c
   ``compile_s`` = first call − best steady call;
 * then repeated calls until ``min_time`` seconds or ``repeats`` calls; every output goes through
   ``jax.block_until_ready`` before the clock stops; ``time_s`` is the best (minimum) call,
-  ``median_s`` the median; all samples are kept;
+  ``median_s`` the median; all samples are kept; ``cpu_s`` is the process CPU time (all threads)
+  of the best call, a check on wall times taken on a busy machine;
 * for a non-JAX implementation whose first call takes over ``slow_s`` seconds, that first call is
   a sample too (nothing to compile; saves minutes of sklearn time);
 * peak memory: see :func:`measure` and :mod:`benchmarks.machine`.
@@ -129,6 +130,7 @@ def measure(run: Run, settings: Settings, progress: Callable[[str], None] | None
     gc.collect()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        c0 = time.process_time()
         if not run.jax and settings.memory:
             with PeakRSS() as rss:
                 if run.numpy_memory:
@@ -140,21 +142,28 @@ def measure(run: Run, settings: Settings, progress: Callable[[str], None] | None
             rec["rss_peak_mb"] = rss.peak_mb
         else:
             first, out = _timed(run.fn)
-        samples = []
+        first_cpu = time.process_time() - c0
+        samples, cpu = [], []
+        spent = 0.0
         if not run.jax and first > settings.slow_s:
             samples.append(first)
-        start = time.perf_counter()
+            cpu.append(first_cpu)
+            spent = first
         while (len(samples) < 1 or (len(samples) < settings.repeats
-                                    and time.perf_counter() - start < settings.min_time)):
+                                    and spent < settings.min_time)):
             if progress:
                 progress(f"run {len(samples) + 1}")
+            c0 = time.process_time()
             t, out = _timed(run.fn)
+            cpu.append(time.process_time() - c0)
             samples.append(t)
+            spent += t
         metrics = run.result(out) if run.result else {}
         del out
         best = min(samples)
         rec.update(first_call_s=first, compile_s=max(0.0, first - best) if run.jax else None,
-                   samples_s=samples, repeats=len(samples),
+                   samples_s=samples, cpu_s=cpu[samples.index(best)] * run.scale,
+                   repeats=len(samples),
                    time_s=best * run.scale, median_s=statistics.median(samples) * run.scale,
                    scale=run.scale, metrics=_floats(metrics))
         want_xla = settings.xla_memory == "all" or (settings.xla_memory == "main" and is_main)

@@ -316,6 +316,11 @@ def main(argv=None) -> dict:
         prog.finish_case()
     prog.close()
     results["meta"]["total_s"] = time.perf_counter() - t_start
+    try:
+        with open("/proc/loadavg") as f:
+            results["meta"]["loadavg_at_end"] = [float(v) for v in f.read().split()[:3]]
+    except OSError:
+        pass
 
     print()
     print(render_table(results))
@@ -326,8 +331,13 @@ def main(argv=None) -> dict:
         print("\nnotes:")
         for n in notes_out:
             print("  -", n)
+    load = results["meta"].get("loadavg_at_end")
+    busy = ""
+    if load and info.get("affinity_cores") and load[0] > 1.5 * info["affinity_cores"]:
+        busy = (f"; WARNING: load average {load[0]:.1f} on {info['affinity_cores']} cores: "
+                "other processes were running, timings are noisy")
     print(f"\nmatmul reference rate: {mm['reference_gflops']:.1f} GFLOP/s; "
-          f"total {results['meta']['total_s']:.0f} s")
+          f"total {results['meta']['total_s']:.0f} s{busy}")
     if not args.no_save:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
