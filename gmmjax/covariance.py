@@ -149,9 +149,10 @@ class Full(CovarianceModel):
         return jnp.sum(y * y, axis=-1)
 
     def scatter(self, x, resp, centers):
-        # Σ_n r (x−c)(x−c)ᵀ as a batched GEMM over components on centred rows (no cancellation).
-        diff = x[:, None, :] - centers[None]
-        return jnp.einsum("nkd,nke->kde", resp[:, :, None] * diff, diff, precision=HIGHEST)
+        # Σ_n r (x−c)(x−c)ᵀ as a batched GEMM over components on centred rows (no cancellation);
+        # component-major (K, N, D) layout so each batch is a contiguous (D, N) x (N, D) product.
+        diff = x[None] - centers[:, None]
+        return jnp.einsum("knd,kne->kde", resp.T[:, :, None] * diff, diff, precision=HIGHEST)
 
     def outer(self, a, coef):
         return coef[:, None, None] * a[:, :, None] * a[:, None, :]
@@ -219,8 +220,8 @@ class Tied(Full):
         return jnp.sum(diff * diff, axis=-1)
 
     def scatter(self, x, resp, centers):
-        diff = x[:, None, :] - centers[None]
-        return jnp.einsum("nkd,nke->de", resp[:, :, None] * diff, diff, precision=HIGHEST)
+        diff = x[None] - centers[:, None]
+        return jnp.einsum("knd,kne->de", resp.T[:, :, None] * diff, diff, precision=HIGHEST)
 
     def outer(self, a, coef):
         return jnp.einsum("k,kd,ke->de", coef, a, a, precision=HIGHEST)
