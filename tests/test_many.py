@@ -50,7 +50,10 @@ def test_fit_many_equals_single_fits(covariance_type, dtype):
 def test_fit_many_with_per_dataset_init_params():
     data = _datasets(np.float32)
     key = jax.random.key(8)
-    starts = [gj.fit(key, x, K, max_iter=1).params for x in data]
+    starts = [gj.from_covariances(np.array([0.3, 0.3, 0.4], np.float32),
+                                  np.array([[3.0, 3.0], [-2.0, -2.0], [0.0, b]], np.float32),
+                                  np.stack([np.eye(2, dtype=np.float32)] * K))
+              for b in range(len(data))]
     init = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *starts)
     res = fit_many(key, data, K, init=init, max_iter=4)
     for b, x in enumerate(data):
