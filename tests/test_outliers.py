@@ -73,22 +73,23 @@ def test_bad_contamination(bad):
 
 def test_fit_outlier_detector_recipe(x64, blobs):
     key = jax.random.key(0)
+    init = gmmjax.from_precisions(WEIGHTS, MEANS, PRECISIONS)   # (the estimator tests' program)
     res, offset, scores = fit_outlier_detector(key, blobs, 2, contamination=0.1,
-                                               refit_on_inliers=True)
+                                               refit_on_inliers=True, init=init)
     # the same recipe by hand
-    first = gmmjax.fit(key, blobs, 2)
+    first = gmmjax.fit(key, blobs, 2, init=init)
     s0 = gmmjax.log_prob(first.params, blobs)
     keep = np.asarray(s0) >= float(np.percentile(np.asarray(s0), 10))
-    second = gmmjax.fit(key, blobs, 2, sample_weight=keep.astype(float))
+    second = gmmjax.fit(key, blobs, 2, sample_weight=keep.astype(float), init=init)
     s1 = np.asarray(gmmjax.log_prob(second.params, blobs))
     np.testing.assert_allclose(np.asarray(res.params.means), np.asarray(second.params.means),
                                rtol=1e-10)
     np.testing.assert_allclose(np.asarray(scores), s1, rtol=1e-10)
     assert float(offset) == pytest.approx(np.percentile(s1, 10), rel=1e-12)
-    _, off_abs, _ = fit_outlier_detector(key, blobs, 2, threshold=-7.5)
+    _, off_abs, _ = fit_outlier_detector(key, blobs, 2, threshold=-7.5, init=init)
     assert float(off_abs) == -7.5
     with pytest.raises(ValueError, match="threshold"):
-        fit_outlier_detector(key, blobs, 2, threshold=np.nan)
+        fit_outlier_detector(key, blobs, 2, threshold=np.nan, init=init)
 
 
 # ------------------------------------------------------------------ the estimator
