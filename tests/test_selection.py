@@ -10,7 +10,8 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 import gmmjax
 from gmmjax import select_model
-from gmmjax.selection import _live_components, _sweep_program, mask_weights
+from gmmjax.selection import (_live_components, _sweep_program, mask_weights,
+                              masked_initial_responsibilities)
 
 from conftest import initial_precisions
 
@@ -55,6 +56,27 @@ def test_masked_em_step_equals_unpadded_step(x64, covariance_type, blobs):
     assert float(ll_p) == pytest.approx(float(ll_l), rel=1e-13)
     for a, b in zip(jax.tree_util.tree_leaves(new_p), jax.tree_util.tree_leaves(new_l)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("method", ["kmeans", "k-means++", "random", "random_from_data"])
+def test_masked_initial_responsibilities(x64, blobs, method):
+    """Every init method puts no responsibility on masked columns; rows still sum to 1."""
+    x = jnp.asarray(blobs - blobs.mean(0))
+    w = jnp.ones(x.shape[0])
+    mask = jnp.array([True, True, False, False])
+    init = jax.jit(masked_initial_responsibilities, static_argnames="method")
+    resp = np.asarray(init(jax.random.key(2), x, w, mask, method=method))
+    assert resp.shape == (120, 4)
+    np.testing.assert_array_equal(resp[:, 2:], 0.0)
+    if method in ("kmeans", "random"):
+        np.testing.assert_allclose(resp.sum(1), 1.0, rtol=1e-12)
+        assert np.all(resp[:, :2].sum(0) > 0)
+    else:   # point masses on two distinct rows
+        assert resp.sum() == 2 and len(set(np.argmax(resp[:, :2], axis=0))) == 2
+    if method == "kmeans":   # k-means on the two live centres separates the two blobs
+        labels = resp.argmax(1)
+        assert len(set(labels[:50])) == 1 and len(set(labels[50:])) == 1
+        assert labels[0] != labels[-1]
 
 
 def test_three_gaussians_same_k_as_sklearn(x64):
