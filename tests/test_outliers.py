@@ -68,7 +68,7 @@ def test_bad_contamination(bad):
     with pytest.raises(ValueError, match="contamination"):
         contamination_threshold(np.arange(5.0), bad)
     with pytest.raises(InvalidParameterError):
-        GaussianMixtureOutlierDetector(contamination=bad).fit(np.zeros((4, 1)) + np.arange(4)[:, None])
+        GaussianMixtureOutlierDetector(contamination=bad).fit(np.arange(4.0)[:, None])
 
 
 def test_fit_outlier_detector_recipe(x64, blobs):

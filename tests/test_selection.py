@@ -1,5 +1,6 @@
-"""Model selection: bic/aic, the masked padded-K sweep of ``select_model`` (exactness of masking,
-agreement with a loop of scikit-learn fits on the issue's examples), its result object and errors."""
+"""Model selection: bic/aic, the masked padded-K sweep of ``select_model`` (exactness of
+masking, agreement with a loop of scikit-learn fits on the issue's examples), its result object
+and errors."""
 
 import jax
 import jax.numpy as jnp

@@ -1,5 +1,6 @@
-"""``GaussianMixtureOutlierDetector``: outlier and novelty detection with a Gaussian mixture density,
-following scikit-learn's outlier-detector conventions (``EllipticEnvelope``, ``LocalOutlierFactor``).
+"""``GaussianMixtureOutlierDetector``: outlier and novelty detection with a Gaussian mixture
+density, following scikit-learn's outlier-detector conventions (``EllipticEnvelope``,
+``LocalOutlierFactor``).
 """
 
 from __future__ import annotations
