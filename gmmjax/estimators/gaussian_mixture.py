@@ -228,7 +228,10 @@ class GaussianMixture(BaseMixtureEstimator):
                                           dtype)
 
     def _log_resp_and_norm(self, x):
-        return _log_resp_norm(self._get_state().astype(x.dtype), x, self.chunk_size)
+        chunk = self.chunk_size
+        if chunk is None:   # bounded memory for large N, as in fit
+            chunk = auto_chunk_size(x.shape[0], self.n_components, x.shape[1])
+        return _log_resp_norm(self._get_state().astype(x.dtype), x, chunk)
 
     # ------------------------------------------------------------------ gmmjax extensions
 
