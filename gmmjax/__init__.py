@@ -7,7 +7,7 @@ from .bayesian import BayesianFitResult, BayesianParams, BayesianPriors, fit_bay
 from .covariance import COVARIANCE_TYPES, get_covariance_model
 from .density import log_prob, predict, predict_log_proba, predict_proba, sample
 from .em import FitResult, Status, e_step, em_step, m_step
-from .estimators import GaussianMixture
+from .estimators import BayesianGaussianMixture, GaussianMixture
 from .fit import fit
 from .init import INIT_METHODS, initialize, kmeans, kmeans_plusplus
 from .params import MixtureParams, from_covariances, from_precisions, from_precisions_cholesky
@@ -30,7 +30,8 @@ __all__ += [
     "fit_online", "fit_sgd", "from_unconstrained", "log_prior", "online_init", "online_step",
     "sgd_init", "sgd_objective", "sgd_step", "stepwise_schedule", "to_unconstrained", "weak_prior",
 ]
-__all__ += ["BayesianFitResult", "BayesianParams", "BayesianPriors", "fit_bayesian"]
+__all__ += ["BayesianFitResult", "BayesianGaussianMixture", "BayesianParams", "BayesianPriors",
+            "fit_bayesian"]
 from . import distributed  # noqa: E402  (scale-out: meshes, shard_map'd statistics)
 from .many import fit_many, pad_datasets  # noqa: E402
 from .streaming import array_chunks, fit_stream  # noqa: E402
