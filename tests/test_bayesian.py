@@ -298,3 +298,23 @@ def test_bad_warm_start_posterior_raises(blobs):
 def test_too_few_samples_raises(blobs):
     with pytest.raises(ValueError, match="Expected n_samples >= n_components"):
         gj.fit_bayesian(KEY, blobs[:2].astype(np.float32), K)
+
+
+def test_benchmark_case_does_identical_work(monkeypatch):
+    # The benchmark plugin's claim: gmmjax and sklearn start from the same responsibilities and
+    # run the same iterations, so their bounds agree (float32 vs sklearn's float64).
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import Settings, harness, run_case
+    from benchmarks import cases_bayesian
+
+    settings = Settings(repeats=1, min_time=0.0, memory=False, xla_memory=None,
+                        matmul_gflops=10.0, platform="cpu")
+    monkeypatch.setattr(harness, "SETTINGS", settings)
+    case = cases_bayesian.bayes_case(120, 3, K, "full", "dirichlet_process", MAX_ITER)
+    rec = run_case(case, settings)
+    jx, sk = rec["impls"]["gmmjax"], rec["impls"]["sklearn"]
+    assert jx["status"] == "ok" and sk["status"] == "ok", rec
+    assert jx["metrics"]["n_iter_run"] == sk["metrics"]["n_iter_run"] == MAX_ITER
+    assert rec["loglik_rel_diff"] < 1e-4
