@@ -20,7 +20,8 @@ from .unconstrained import UnconstrainedParams, from_unconstrained, to_unconstra
 __version__ = "0.1.0"
 
 __all__ = [
-    "COVARIANCE_TYPES", "INIT_METHODS", "FitResult", "GaussianMixture", "MixtureParams", "Status", "aic", "bic",
+    "COVARIANCE_TYPES", "INIT_METHODS", "FitResult", "GaussianMixture", "MixtureParams", "Status",
+    "aic", "bic",
     "e_step", "em_step", "fit", "from_covariances", "from_precisions", "from_precisions_cholesky",
     "get_covariance_model", "initialize", "kmeans", "kmeans_plusplus", "log_prob", "m_step",
     "n_parameters", "predict", "predict_log_proba", "predict_proba", "sample",

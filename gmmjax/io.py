@@ -1,7 +1,7 @@
 """Save and load mixtures as ``.npz`` files — plain arrays only, never pickle.
 
-``save(obj, file)`` writes a fitted :class:`gmmjax.GaussianMixture` or a :class:`gmmjax.MixtureParams`;
-``load(file)`` gives the same kind of object back. Files are read with ``allow_pickle=False``, so
+``save(obj, file)`` writes a fitted :class:`gmmjax.GaussianMixture` or a
+:class:`gmmjax.MixtureParams`; ``load(file)`` gives the same kind of object back. Files are read with ``allow_pickle=False``, so
 loading never executes code: every entry is a numeric or fixed-width string array, and the
 estimator's constructor parameters are a JSON document (arrays such as ``means_init`` are separate
 entries). A ``RandomState`` ``random_state`` cannot be stored as data; it is saved as None with a

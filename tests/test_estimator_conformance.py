@@ -46,7 +46,8 @@ ATTRS = ["weights_", "means_", "covariances_", "precisions_", "precisions_choles
 @pytest.mark.parametrize("covariance_type", COV_TYPES)
 def test_deterministic_init_matches_sklearn(blobs, covariance_type, dtype):
     X = blobs.astype(dtype)
-    kw = dict(n_components=K, covariance_type=covariance_type, **deterministic_init(covariance_type))
+    kw = dict(n_components=K, covariance_type=covariance_type,
+              **deterministic_init(covariance_type))
     ours = GaussianMixture(**kw).fit(X)
     ref = SKGaussianMixture(**kw).fit(X)
     tol = tolerances(dtype)
