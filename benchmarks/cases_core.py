@@ -169,7 +169,7 @@ def batch_case(n_fits: int, n: int, d: int, k: int, cov: str, n_iter: int,
         note = "" if m == n_fits else (f"sklearn: timed on the first {m} of {n_fits} fits and "
                                        f"scaled ×{n_fits / m:g} (extrapolated)")
         return Run(fn, result=lambda lbs: {"loglik": np.mean(lbs)}, scale=n_fits / m,
-                   jax=False, numpy_memory=True, note=note)
+                   jax=False, numpy_memory=True, note=note, warmup_is_sample=False)
 
     return Case(name=f"batch{n_fits}-{cov}-N{n}-D{d}-K{k}", group="batch",
                 params=dict(N=n, D=d, K=k, covariance_type=cov, n_iter=n_iter, n_fits=n_fits,

@@ -12,7 +12,8 @@ Times, each as its own jitted program on the same data (best of several calls, b
 * ``m_step params``: covariances, Cholesky and precision factors from the statistics (K·D³);
 * ``matmul same flops``: a plain (N, D) × (D, K·D) GEMM, twice (the E+M flop count of full).
 
-Parts are separate programs, so they do not add up exactly to ``em_step`` (fusion differs); they
+Parts run on one chunk of rows (the chunk size ``fit`` picks) and are multiplied by the number
+of chunks. They are separate programs, so they do not add up exactly to ``em_step`` (fusion differs); they
 show which one dominates. Uses gmmjax internals (``gmmjax.stats``), read-only.
 """
 
@@ -72,12 +73,19 @@ def profile(n: int, d: int, k: int, cov: str, iters=(2, 6)) -> dict:
     step = jax.jit(lambda p, xx: gmmjax.em_step(p, xx, chunk_size=chunk))
     out["em_step"] = best_of(step, params, x)
 
+    # the parts run on one chunk (as em_step does) and are scaled by the number of chunks
+    n_chunks = 1
+    if chunk is not None and chunk < n:
+        n_chunks = n / chunk
+        xs, w = xs[:chunk], w[:chunk]
+    out["parts x chunks"] = n_chunks
+
     maha = jax.jit(lambda p, xx: model.mahalanobis(xx, p.means, p.precisions_cholesky))
-    out["mahalanobis"] = best_of(maha, ps, xs)
+    out["mahalanobis"] = n_chunks * best_of(maha, ps, xs)
 
     wlp = jax.jit(lambda p, xx: weighted_log_prob(p, xx))(ps, xs)
     lse = jax.jit(lambda a_: jnp.exp(log_resp_and_norm(a_)[0]))
-    out["logsumexp+exp"] = best_of(lse, wlp)
+    out["logsumexp+exp"] = n_chunks * best_of(lse, wlp)
     resp = lse(wlp)
 
     def stats(xx, r, centers):
@@ -86,7 +94,7 @@ def profile(n: int, d: int, k: int, cov: str, iters=(2, 6)) -> dict:
         return SuffStats(nk, sx, model.scatter(xx, r, centers), jnp.zeros(()), jnp.sum(w))
 
     scat = jax.jit(stats)
-    out["scatter"] = best_of(scat, xs, resp, ps.means)
+    out["scatter"] = n_chunks * best_of(scat, xs, resp, ps.means)
     st = scat(xs, resp, ps.means)
     mstep = jax.jit(lambda s, c: params_from_stats(s, c, cov, 1e-6, shift))
     out["m_step params"] = best_of(mstep, st, ps.means)
@@ -94,7 +102,7 @@ def profile(n: int, d: int, k: int, cov: str, iters=(2, 6)) -> dict:
     if cov == "full":
         bmat = jnp.asarray(np.random.default_rng(0).standard_normal((d, k * d)), x.dtype)
         mm = jax.jit(lambda a_, b_: jnp.matmul(a_, b_, precision=HIGHEST))
-        out["matmul same flops"] = 2 * best_of(mm, xs, bmat)
+        out["matmul same flops"] = n_chunks * 2 * best_of(mm, xs, bmat)
     return out
 
 

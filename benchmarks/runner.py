@@ -116,6 +116,17 @@ def _mem(r) -> str:
     return fmt_num(v, ".0f")
 
 
+SHOWN_METRICS = {"loglik", "n_iter_run", "loglik_all_fits"}
+
+
+def _extra_metrics(r) -> str:
+    """Case-specific metrics of the main implementation (those the fixed columns don't show)."""
+    if not r or r.get("status") != "ok":
+        return ""
+    items = [(k, v) for k, v in r.get("metrics", {}).items() if k not in SHOWN_METRICS]
+    return " ".join(f"{k}={fmt_num(v, '.3g') if isinstance(v, float) else v}" for k, v in items)
+
+
 def _impl_cell(r) -> str:
     if r is None:
         return "-"
@@ -135,7 +146,7 @@ def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
                 peers.append(name)
     head = ["case", "gmmjax", "compile", "sklearn", "speedup", "target", "ms/it jx",
             "ms/it sk", "|Δ loglik|", "GFLOP/s", "%matmul", "mem jx MB", "mem sk MB",
-            "throughput"] + peers
+            "throughput"] + peers + ["metrics (gmmjax)"]
     rows = []
     for c in cases:
         im = c.get("impls", {})
@@ -146,7 +157,9 @@ def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
         ok = lambda r: r is not None and r.get("status") == "ok"  # noqa: E731
         sp = c.get("speedup")
         target = c.get("target_speedup")
-        tgt = "-" if not target else (f"{target:g}× " + ("ok" if c.get("target_met") else "MISS"))
+        met = c.get("target_met")
+        tgt = "-" if not target else (f"{target:g}× " + ("n/a" if met is None else
+                                                          "ok" if met else "MISS"))
         rows.append([
             c["name"], _impl_cell(jx), fmt_time(jx.get("compile_s")) if ok(jx) else "-",
             _impl_cell(sk) + ("*" if ok(sk) and sk.get("scale", 1) != 1 else ""),
@@ -163,7 +176,7 @@ def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
             fmt_rate(jx.get("throughput"), c.get("work_unit", "fits")) if ok(jx) else "-",
         ] + [_impl_cell(im.get(p)) + (f" ({im[p]['speedup_of_main']:.1f}×)"
                                       if ok(im.get(p)) and im[p].get("speedup_of_main") else "")
-             for p in peers])
+             for p in peers] + [_extra_metrics(jx)])
     return head, rows
 
 
