@@ -123,7 +123,11 @@ class GaussianMixture(BaseMixtureEstimator):
       with ``precisions_init`` it works (sklearn raises AttributeError).
     * ``weights_init``/``means_init``/``precisions_init`` are never rewritten by ``fit``.
     * ``sample`` draws on the device (JAX key from ``random_state``), not with numpy's stream.
-    * the "[0, 1]" weights message prints max and min the right way round.
+    * the "[0, 1]" weights message prints max and min the right way round, and ``sample(0)``'s
+      message shows n_samples (sklearn shows n_components).
+    * with float64 init arrays and float32 X, attributes stay float32 (sklearn promotes some).
+    * ``verbose`` output is printed after the compiled run; per-iteration lines are those of the
+      best restart, and time lapses are for the whole program.
     """
 
     _parameter_constraints: dict = {
