@@ -51,7 +51,7 @@ def plot_time_vs_n(results: dict, path: Path) -> Path | None:
         ax.set_title(f"{cov} covariance")
         ax.set_xlabel("N (rows)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6, loc="upper left")
+        ax.legend(fontsize=6, loc="best")
     axes[0][0].set_ylabel("seconds per EM iteration\n(solid o: gmmjax, dashed x: sklearn)")
     fig.suptitle(_title(results), fontsize=9)
     fig.tight_layout()
@@ -86,7 +86,7 @@ def plot_speedup(results: dict, path: Path) -> Path | None:
             ax.plot(r["speedup_of_main"], y, MARKERS.get(name, "D"), color="#d62728",
                     label=f"vs {name}" if name not in seen else None)
             seen.add(name)
-        ax.text(c["speedup"] * 1.05, y, f"{c['speedup']:.1f}×", va="center", fontsize=7)
+        ax.text(c["speedup"] * 1.08, y + 0.25, f"{c['speedup']:.1f}×", va="center", fontsize=7)
     ax.set_yticks(ys)
     ax.set_yticklabels([c["name"] for c in rows], fontsize=7)
     ax.set_xscale("log")

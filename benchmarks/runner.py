@@ -177,6 +177,8 @@ def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
         ] + [_impl_cell(im.get(p)) + (f" ({im[p]['speedup_of_main']:.1f}×)"
                                       if ok(im.get(p)) and im[p].get("speedup_of_main") else "")
              for p in peers] + [_extra_metrics(jx)])
+    if all(not r[-1] for r in rows if len(r) == len(head)):
+        head, rows = head[:-1], [r[:-1] for r in rows]
     return head, rows
 
 
@@ -286,7 +288,9 @@ def main(argv=None) -> dict:
 
     t_start = time.perf_counter()
     print(f"gmmjax benchmarks{' (quick)' if quick else ''}: {len(cases)} cases on "
-          f"{info['platform']} {info['device_kind']} ({info['cpu_model']}, "
+          f"{info['platform']}"
+          f"{'' if info['device_kind'] == info['platform'] else ' ' + info['device_kind']} "
+          f"({info['cpu_model']}, "
           f"{info.get('affinity_cores')} cores), jax {jax.__version__}", file=sys.stderr)
     n_mm = args.matmul_n or (1024 if quick else 2048)
     if info["platform"] != "cpu":
