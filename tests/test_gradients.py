@@ -24,7 +24,8 @@ RTOL = 1e-6
 def _params_np(covariance_type):
     weights, means, precisions = initial_state(covariance_type)
     with jax.enable_x64(True):
-        p = gj.from_precisions(weights, means, precisions, covariance_type)
+        p = jax.jit(gj.from_precisions, static_argnums=3)(weights, means, precisions,
+                                                           covariance_type)
         return jax.tree_util.tree_map(np.asarray, p)
 
 

@@ -14,9 +14,15 @@ import gmmjax as gj
 from conftest import initial_state
 
 
+_from_precisions = jax.jit(gj.from_precisions, static_argnums=3)
+SCHEDULE = gj.stepwise_schedule()
+STEP = jax.jit(functools.partial(gj.online_step, step_size=SCHEDULE))
+_init = jax.jit(gj.online_init)
+
+
 def _params(covariance_type, dtype=np.float32):
-    weights, means, precisions = initial_state(covariance_type)
-    return gj.from_precisions(weights, means, precisions, covariance_type).astype(dtype)
+    weights, means, precisions = (np.asarray(a, dtype) for a in initial_state(covariance_type))
+    return _from_precisions(weights, means, precisions, covariance_type)
 
 
 @functools.partial(jax.jit, static_argnames=("covariance_type",))
@@ -89,12 +95,11 @@ def test_online_step_jit_and_vmap(blobs):
     x = jnp.asarray(blobs[:40], jnp.float32)
     x2 = jnp.asarray(blobs[40:80], jnp.float32)
     p = _params("full")
-    step = jax.jit(functools.partial(gj.online_step, step_size=gj.stepwise_schedule()))
-    s1, s2 = gj.online_init(p, x), gj.online_init(p, x2)
+    step = STEP
+    s1, s2 = _init(p, x), _init(p, x2)
     a, la = step(s1, x2)
     b, lb = step(s2, x)
-    both, lls = jax.jit(jax.vmap(functools.partial(gj.online_step,
-                                                   step_size=gj.stepwise_schedule())))(
+    both, lls = jax.jit(jax.vmap(functools.partial(gj.online_step, step_size=SCHEDULE)))(
         jax.tree_util.tree_map(lambda u, v: jnp.stack([u, v]), s1, s2), jnp.stack([x2, x]))
     np.testing.assert_allclose(lls, [la, lb], rtol=1e-5)
     for u, v, w in zip(jax.tree_util.tree_leaves(both), jax.tree_util.tree_leaves(a),
@@ -108,11 +113,10 @@ def test_online_step_jit_and_vmap(blobs):
 
 
 def _manual(init, first, batches, n_epochs):
-    step = jax.jit(functools.partial(gj.online_step, step_size=gj.stepwise_schedule()))
-    state, lls = gj.online_init(init, jnp.asarray(first)), []
+    state, lls = _init(init, jnp.asarray(first)), []
     for _ in range(n_epochs):
         for b in batches:
-            state, ll = step(state, jnp.asarray(b))
+            state, ll = STEP(state, jnp.asarray(b))
             lls.append(ll)
     return state, np.asarray(lls)
 
@@ -127,8 +131,8 @@ def test_fit_online_equals_manual_loop(blobs):
     state, lls = _manual(init, x, [x[:40], x[40:80], x[80:]], 2)
     np.testing.assert_allclose(arr.params.means, state.params.means, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(arr.batch_log_likelihoods, lls, rtol=1e-5)
-    batches = [x[:50], x[50:100], x[100:]]                   # the last one is padded to 50 rows
-    it = gj.fit_online(key, batches, 2, n_epochs=2, batch_size=50, init=init)
+    batches = [x[:40], x[40:80], x[80:110]]                  # the last one is padded to 40 rows
+    it = gj.fit_online(key, batches, 2, n_epochs=2, batch_size=40, init=init)
     state, lls = _manual(init, batches[0], batches, 2)
     np.testing.assert_allclose(it.params.means, state.params.means, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(it.batch_log_likelihoods, lls, rtol=1e-5)
@@ -152,7 +156,7 @@ def test_bad_inputs(blobs):
     with pytest.raises(ValueError, match="one-shot"):
         gj.fit_online(key, iter([x]), 2, n_epochs=3)
     with pytest.raises(ValueError, match="features"):
-        gj.fit_online(key, [x[:50], x[:50, :2]], 2, batch_size=50, init=_params("full"))
+        gj.fit_online(key, [x[:40], x[:40, :2]], 2, batch_size=40, init=_params("full"))
     with pytest.raises(ValueError, match="init"):
         gj.fit_online(key, x, 2, init=_params("tied"))
     with pytest.raises(ValueError, match="sample_weight"):

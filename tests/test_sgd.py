@@ -18,9 +18,12 @@ OPT = optax.adam(0.03)         # one object: the compiled fit program is reused 
 N_EPOCHS, BATCH = 60, 40
 
 
+_from_precisions = jax.jit(gj.from_precisions, static_argnums=3)
+
+
 def _params(covariance_type, dtype=np.float32):
-    weights, means, precisions = initial_state(covariance_type)
-    return gj.from_precisions(weights, means, precisions, covariance_type).astype(dtype)
+    weights, means, precisions = (np.asarray(a, dtype) for a in initial_state(covariance_type))
+    return _from_precisions(weights, means, precisions, covariance_type)
 
 
 @pytest.mark.parametrize("covariance_type,dtype", [(c, np.float32) for c in gj.COVARIANCE_TYPES]
