@@ -423,6 +423,9 @@ def fit_sharded(key, X, n_components: int, *, mesh: Mesh | None, data_axis: str 
     from .fit import auto_chunk_size
     from .validation import check_data, check_params
 
+    if isinstance(X, jax.core.Tracer) or isinstance(sample_weight, jax.core.Tracer):
+        raise ValueError("fit with mesh= / process_local= / sharded X is a host-level call: it "
+                         "cannot run under jax.jit or jax.vmap (it pads and shards the rows).")
     found = row_sharding_of(X)
     if mesh is None:
         if found is not None:

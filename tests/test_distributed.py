@@ -63,7 +63,10 @@ WORKER = textwrap.dedent(r'''
     # a pre-sharded global jax.Array is detected without mesh= (rows 201 -> padded 4 x 52)
     xs, ws, n = shard_rows(X, mesh, sample_weight=None)
     out["presharded_rows"] = [int(xs.shape[0]), n, len(xs.sharding.device_set)]
+    import gmmjax.distributed as gd
+    before = gd._sharded_program._cache_size()
     out["presharded"] = summary(gj.fit(key, xs, 3, sample_weight=ws))
+    out["presharded_new_compiles"] = gd._sharded_program._cache_size() - before
     tick("presharded")
 
     # restarts over a second mesh axis (2 groups x 2 data devices)
@@ -168,6 +171,7 @@ def test_sharded_fit_equals_single_device_weighted_random_from_data(results):
 def test_presharded_array_is_detected_and_padded(results):
     n_pad, n, n_dev = results["presharded_rows"]
     assert n == 201 and n_pad % 4 == 0 and n_pad >= 201 and n_dev == 4
+    assert results["presharded_new_compiles"] == 0      # same shapes: the program is reused
     _assert_same({"single": results["full_kmeans"]["single"], "sharded": results["presharded"]})
 
 
@@ -204,3 +208,23 @@ def test_stream_over_mesh_equals_fit(results):
 def test_float64_spherical_random_init(results):
     _assert_same(results["f64"], rtol=1e-7, atol=1e-8)
     assert results["f64"]["dtype"] == "float64"
+
+
+def test_host_level_errors_in_main_process():
+    # run in the (single-device) pytest process: these fail before anything is compiled
+    import jax
+    import gmmjax as gj
+    from gmmjax.distributed import data_mesh
+
+    mesh = data_mesh()
+    x = np.ones((10, 2), np.float32)
+    with pytest.raises(ValueError, match="host-level"):
+        jax.jit(lambda a: gj.fit(jax.random.key(0), a, 2, mesh=mesh).lower_bound)(x)
+    with pytest.raises(ValueError, match="n_devices"):
+        data_mesh(jax.device_count() + 1)
+    with pytest.raises(ValueError, match="restart_groups"):
+        data_mesh(restart_groups=jax.device_count() + 1)
+    with pytest.raises(ValueError, match="data_axis"):
+        gj.fit(jax.random.key(0), x, 2, mesh=mesh, data_axis="rows")
+    with pytest.raises(ValueError, match="n_components"):
+        gj.fit(jax.random.key(0), x[:1], 2, mesh=mesh)
