@@ -349,8 +349,8 @@ def plot_criterion(result, ax=None, *, criterion=None, n_components=None, mark_b
 
     ``result``: a :class:`gmmjax.SelectionResult` (``criterion`` picks "bic", "aic" or both as
     a list; default the result's own), or a mapping ``{label: values}`` with ``n_components``
-    giving the x values. The lowest value of each curve gets a marker and the overall winner a
-    star. Returns the axes.
+    giving the x values. The lowest value of each curve gets a circle and the winner of each
+    criterion (over covariance types) a star. Returns the axes.
     """
     _plt()
     curves = {}
@@ -363,7 +363,7 @@ def plot_criterion(result, ax=None, *, criterion=None, n_components=None, mark_b
                 raise ValueError(f"Unknown criterion {name!r}; expected 'bic' or 'aic'.")
             table = np.asarray(getattr(result, name))
             for i, ct in enumerate(result.covariance_types):
-                curves[f"{ct} {name.upper()}" if len(names) > 1 else ct] = table[i]
+                curves[f"{ct} {name.upper()}" if len(names) > 1 else ct] = (table[i], name)
         ylabel = " / ".join(n.upper() for n in names)
     elif isinstance(result, dict):
         if n_components is None:
@@ -374,25 +374,25 @@ def plot_criterion(result, ax=None, *, criterion=None, n_components=None, mark_b
             if vals.shape != ks.shape:
                 raise ValueError(f"curve {lab!r} has {vals.shape} values for {ks.shape} "
                                  "n_components.")
-            curves[str(lab)] = vals
+            curves[str(lab)] = (vals, None)
         ylabel = criterion.upper() if isinstance(criterion, str) else "criterion"
     else:
         raise TypeError("plot_criterion takes a gmmjax.SelectionResult or a dict of curves; got "
                         f"{type(result).__name__}.")
     ax = _axes(ax)
-    best = (None, np.inf, None)
-    for lab, vals in curves.items():
+    best = {}   # per criterion (one group for a mapping): (K, value, label)
+    for lab, (vals, group) in curves.items():
         vals = np.asarray(vals, np.float64)
         line, = ax.plot(ks, np.where(np.isfinite(vals), vals, np.nan), marker="o", ms=3,
                         label=lab, **kwargs)
         if mark_best and np.isfinite(vals).any():
             j = int(np.nanargmin(np.where(np.isfinite(vals), vals, np.nan)))
             ax.plot(ks[j], vals[j], marker="o", ms=9, mfc="none", color=line.get_color())
-            if vals[j] < best[1]:
-                best = (ks[j], vals[j], lab)
-    if mark_best and best[2] is not None:
-        ax.plot(best[0], best[1], marker="*", ms=16, color="gold", mec="k", zorder=5,
-                label=f"best: {best[2]}, K={best[0]}")
+            if vals[j] < best.get(group, (None, np.inf))[1]:
+                best[group] = (ks[j], vals[j], lab)
+    for k, v, lab in best.values():
+        ax.plot(k, v, marker="*", ms=16, color="gold", mec="k", zorder=5,
+                label=f"best: {lab}, K={k}")
     ax.set_xlabel("number of components K")
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
