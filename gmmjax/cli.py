@@ -272,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--float64", action="store_true", help="compute in float64")
 
     b = sub.add_parser("bench", help="run the benchmark suite (python -m benchmarks)",
+                       add_help=False,   # --help goes to the suite, which lists its options
                        description="Run the benchmark suite of a source checkout; other options "
                        "are passed on to `python -m benchmarks` (see its --help).")
     b.add_argument("--quick", action="store_true", help="the representative subset")
