@@ -12,7 +12,7 @@ learns to bend each moon into one Gaussian blob; ``gmmjax.predict`` on f(x) then
 (which a 2-component mixture on the raw data cannot do), and ``gmmjax.sample`` pushed through f⁻¹
 generates new moons.
 
-    python examples/joint_training.py                      # ~20 s on a laptop CPU
+    python examples/joint_training.py                      # under a minute on a 2-core CPU
     python examples/joint_training.py --steps 50 --out /tmp/jt.png
 """
 
