@@ -66,11 +66,22 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _share_compile_cache(env):
+    """Subprocesses use the same persistent compilation cache as this process, if any."""
+    import jax
+    cache = jax.config.jax_compilation_cache_dir
+    if cache:
+        env["JAX_COMPILATION_CACHE_DIR"] = cache
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(
+            jax.config.jax_persistent_cache_min_compile_time_secs)
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     script = tmp_path_factory.mktemp("multihost") / "worker.py"
     script.write_text(WORKER)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
+    _share_compile_cache(env)
     env.pop("JAX_NUM_CPU_DEVICES", None)
     env.pop("XLA_FLAGS", None)
     port = _free_port()
