@@ -42,6 +42,19 @@ def _inverse_of_upper(u: jax.Array) -> jax.Array:
     return solve_triangular(u, _eye_like(u), lower=False)
 
 
+SMALL_D = 8   # below this, (K, D, N) layouts (rows minor) vectorise better than (K, N, D)
+
+
+def _weighted_centred(x: jax.Array, resp: jax.Array, centers: jax.Array):
+    """(r·(x − c), x − c) per component, laid out for a batched GEMM contracting the rows: (K, D, N)
+    (rows minor) for small D, else (K, N, D). Both operands are centred, so nothing cancels."""
+    if x.shape[-1] < SMALL_D:
+        diff = x.T[None] - centers[:, :, None]
+        return resp.T[:, None, :] * diff, diff
+    diff = x[None] - centers[:, None]
+    return jnp.swapaxes(resp.T[:, :, None] * diff, 1, 2), jnp.swapaxes(diff, 1, 2)
+
+
 class CovarianceModel:
     """Interface: the arithmetic one covariance type needs. Subclasses hold no state."""
 
@@ -143,16 +156,15 @@ class Full(CovarianceModel):
         return jnp.sum(jnp.log(jnp.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)
 
     def mahalanobis(self, x, means, prec_chol):
-        # One (N, D) x (D, K·D) GEMM for all components, minus the (K, D) means term.
-        y = jnp.einsum("nd,kde->nke", x, prec_chol, precision=HIGHEST)
-        y = y - jnp.einsum("kd,kde->ke", means, prec_chol, precision=HIGHEST)
-        return jnp.sum(y * y, axis=-1)
+        # One (K·D, D) x (D, N) GEMM for all components, minus the (K, D) means term; rows are
+        # the minor axis so the square-and-sum over D vectorises even for tiny D.
+        y = jnp.einsum("ne,ked->kdn", x, prec_chol, precision=HIGHEST)
+        y = y - jnp.einsum("ke,ked->kd", means, prec_chol, precision=HIGHEST)[:, :, None]
+        return jnp.sum(y * y, axis=1).T
 
     def scatter(self, x, resp, centers):
-        # Σ_n r (x−c)(x−c)ᵀ as a batched GEMM over components on centred rows (no cancellation);
-        # component-major (K, N, D) layout so each batch is a contiguous (D, N) x (N, D) product.
-        diff = x[None] - centers[:, None]
-        return jnp.einsum("knd,kne->kde", resp.T[:, :, None] * diff, diff, precision=HIGHEST)
+        # Σ_n r (x−c)(x−c)ᵀ as a batched GEMM over components on centred rows (no cancellation).
+        return jnp.einsum("kmn,kon->kmo", *_weighted_centred(x, resp, centers), precision=HIGHEST)
 
     def outer(self, a, coef):
         return coef[:, None, None] * a[:, :, None] * a[:, None, :]
@@ -214,14 +226,13 @@ class Tied(Full):
         return jnp.sum(jnp.log(jnp.diagonal(prec_chol)))[None]
 
     def mahalanobis(self, x, means, prec_chol):
-        y = jnp.matmul(x, prec_chol, precision=HIGHEST)
-        m = jnp.matmul(means, prec_chol, precision=HIGHEST)
-        diff = y[:, None, :] - m[None]
-        return jnp.sum(diff * diff, axis=-1)
+        y = jnp.matmul(prec_chol.T, x.T, precision=HIGHEST)                  # (D, N)
+        m = jnp.matmul(means, prec_chol, precision=HIGHEST)                  # (K, D)
+        diff = y[None] - m[:, :, None]
+        return jnp.sum(diff * diff, axis=1).T
 
     def scatter(self, x, resp, centers):
-        diff = x[None] - centers[:, None]
-        return jnp.einsum("knd,kne->de", resp.T[:, :, None] * diff, diff, precision=HIGHEST)
+        return jnp.einsum("kmn,kon->mo", *_weighted_centred(x, resp, centers), precision=HIGHEST)
 
     def outer(self, a, coef):
         return jnp.einsum("k,kd,ke->de", coef, a, a, precision=HIGHEST)
@@ -257,12 +268,12 @@ class Diag(CovarianceModel):
         return jnp.sum(jnp.log(prec_chol), axis=-1)
 
     def mahalanobis(self, x, means, prec_chol):
-        diff = (x[:, None, :] - means[None]) * prec_chol[None]
-        return jnp.sum(diff * diff, axis=-1)
+        diff = (x.T[None] - means[:, :, None]) * prec_chol[:, :, None]       # (K, D, N)
+        return jnp.sum(diff * diff, axis=1).T
 
     def scatter(self, x, resp, centers):
-        diff = x[:, None, :] - centers[None]
-        return jnp.sum(resp[:, :, None] * diff * diff, axis=0)
+        diff = x.T[None] - centers[:, :, None]
+        return jnp.sum(resp.T[:, None, :] * diff * diff, axis=2)
 
     def outer(self, a, coef):
         return coef[:, None] * a * a
@@ -315,8 +326,8 @@ class Spherical(Diag):
         return n_features * jnp.log(prec_chol)
 
     def mahalanobis(self, x, means, prec_chol):
-        diff = x[:, None, :] - means[None]
-        return jnp.sum(diff * diff, axis=-1) * (prec_chol * prec_chol)[None]
+        diff = x.T[None] - means[:, :, None]                                  # (K, D, N)
+        return (jnp.sum(diff * diff, axis=1) * (prec_chol * prec_chol)[:, None]).T
 
     def scatter(self, x, resp, centers):
         return jnp.mean(super().scatter(x, resp, centers), axis=-1)

@@ -15,25 +15,30 @@ from .params import MixtureParams
 from .validation import (check_data, check_int, check_n_samples, check_nonnegative, check_params,
                          check_sample_weight)
 
-AUTO_CHUNK_ELEMENTS = 1 << 19   # rows·K·D per chunk (~2 MB in float32: stays in cache)
+AUTO_CHUNK_ELEMENTS = 1 << 20   # rows·K·D per automatic chunk (~4 MB of float32 temporaries)
+MIN_CHUNK_ROWS = 1024           # fewer, larger scan steps below this cost more than cache misses
 
 
 def bucket_rows(n: int, chunk_size: int | None) -> int:
-    """Padded row count: a multiple of chunk_size, else of 2^(bit_length(n)−4) (≤ 1/8 padding),
-    so nearby N share one compiled program."""
+    """Padded row count: N rounded up to a multiple of max(8, 2^(bit_length(N)−6)) (≤ 1/32
+    padding), then to a multiple of ``chunk_size``, so nearby N share one compiled program."""
+    step = max(8, 1 << max(0, n.bit_length() - 6))
+    rows = -(-n // step) * step
     if chunk_size is not None:
-        return -(-n // chunk_size) * chunk_size
-    step = 1 << max(0, n.bit_length() - 4)
-    return -(-n // step) * step
+        rows = -(-rows // chunk_size) * chunk_size
+    return rows
 
 
 def auto_chunk_size(n: int, n_components: int, n_features: int) -> int | None:
-    """Rows per chunk when the user gives none: a power of two (≥ 512) keeping chunk·K·D near
-    AUTO_CHUNK_ELEMENTS, so the (chunk, K, D) temporaries stay cache-sized; None (one chunk) when
-    the data are smaller than two such chunks."""
-    rows = max(512, 1 << (max(1, AUTO_CHUNK_ELEMENTS // max(1, n_components * n_features))
-                          .bit_length() - 1))
-    return None if n <= 2 * rows else rows
+    """Rows per chunk when the user gives none: about AUTO_CHUNK_ELEMENTS / (K·D) rows (≥
+    MIN_CHUNK_ROWS), adjusted to a multiple of 256 that splits N's bucket evenly (little padding);
+    None (one chunk) when the data are smaller than two such chunks."""
+    target = max(MIN_CHUNK_ROWS, AUTO_CHUNK_ELEMENTS // max(1, n_components * n_features))
+    if n <= 2 * target:
+        return None
+    rows = bucket_rows(n, None)
+    n_chunks = -(-rows // target)
+    return -(-rows // (n_chunks * 256)) * 256
 
 
 def _is_row_sharded(x) -> bool:
