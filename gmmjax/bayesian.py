@@ -552,13 +552,10 @@ def _log_resp_norm(post: BayesianParams, x: jax.Array):
 
 
 @functools.partial(jax.jit, static_argnames=("chunk_size",))
-def _score(post, x, chunk_size=None):
-    return chunked_map(lambda xc: _log_resp_norm(post, xc)[1], x, chunk_size)
-
-
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
-def _log_resp(post, x, chunk_size=None):
-    return chunked_map(lambda xc: _log_resp_norm(post, xc)[0], x, chunk_size)
+def evaluate(post: BayesianParams, x: jax.Array, chunk_size: int | None = None):
+    """(log responsibilities (N, K), log-sum-exp (N,)) for rows x, chunked. One program serves
+    ``log_prob``, ``predict*`` and the estimator's methods."""
+    return chunked_map(lambda xc: _log_resp_norm(post, xc), x, chunk_size)
 
 
 def _checked(post: BayesianParams, X) -> jax.Array:
@@ -573,12 +570,12 @@ def _checked(post: BayesianParams, X) -> jax.Array:
 def log_prob(post: BayesianParams, X, *, chunk_size: int | None = None) -> jax.Array:
     """(N,) logsumexp_k(E[ln π_k] + E[ln N(x|μ_k,Λ_k)]): sklearn's BGM ``score_samples`` (the
     variational quantity, not the posterior-predictive density)."""
-    return _score(post, _checked(post, X), chunk_size)
+    return evaluate(post, _checked(post, X), chunk_size)[1]
 
 
 def predict_log_proba(post: BayesianParams, X, *, chunk_size: int | None = None) -> jax.Array:
     """(N, K) log responsibilities under the variational posterior."""
-    return _log_resp(post, _checked(post, X), chunk_size)
+    return evaluate(post, _checked(post, X), chunk_size)[0]
 
 
 def predict_proba(post: BayesianParams, X, *, chunk_size: int | None = None) -> jax.Array:

@@ -189,16 +189,6 @@ def test_restarts_pick_the_best_bound(blobs):
     np.testing.assert_allclose(np.sum(res.params.weights), 1.0, rtol=1e-6)
 
 
-def test_kmeans_init_finds_two_clusters(blobs):
-    # Two well separated clusters, K=3: the third component is switched off.
-    X = (blobs + np.r_[np.zeros((50, 3)), np.full((70, 3), 4.0)]).astype(np.float32)
-    res = gj.fit_bayesian(KEY, X, K, init="kmeans", n_init=2, max_iter=MAX_ITER,
-                          weight_concentration_prior=1e-3)
-    labels = np.asarray(gb.predict(res.posterior, X))
-    assert len(set(labels[:50])) == 1 and len(set(labels[50:])) == 1 and labels[0] != labels[-1]
-    assert np.sum(np.asarray(res.params.weights) > 0.01) == 2
-
-
 def test_warm_start_matches_sklearn(blobs, x64):
     # sklearn: two fits with warm_start and max_iter=MAX_ITER; gmmjax: continue from the posterior
     # with the previous bound, in the same compiled loop.

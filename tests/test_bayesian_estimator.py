@@ -108,9 +108,16 @@ def test_integer_sample_weights_equal_repeated_rows(blobs):
 
 
 def test_fresh_fit_methods_and_warm_start(blobs):
-    est = BayesianGaussianMixture(n_components=K, n_init=2, max_iter=40, random_state=0)
-    labels = est.fit_predict(blobs)
-    assert labels.dtype == np.int64 and labels.shape == (len(blobs),)
+    # Two well separated clusters, K=3, a small concentration: the third component is switched
+    # off (default k-means init, restarts vmapped).
+    X = blobs + np.r_[np.zeros((50, 3)), np.full((70, 3), 4.0)]
+    est = BayesianGaussianMixture(n_components=K, n_init=2, max_iter=40, random_state=0,
+                                  weight_concentration_prior=1e-3)
+    labels = est.fit_predict(X)
+    assert labels.dtype == np.int64 and labels.shape == (len(X),)
+    assert len(set(labels[:50])) == 1 and len(set(labels[50:])) == 1 and labels[0] != labels[-1]
+    assert np.sum(est.weights_ > 0.01) == 2
+    blobs = X
     np.testing.assert_array_equal(labels, est.predict(blobs))
     assert isinstance(est.weight_concentration_, tuple)
     np.testing.assert_allclose(est.weights_.sum(), 1.0)

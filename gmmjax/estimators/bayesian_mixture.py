@@ -14,9 +14,8 @@ from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..bayesian import (WEIGHT_CONCENTRATION_PRIOR_TYPES, BayesianParams, BayesianPriors,
-                        check_priors, fit_bayesian, weighted_log_prob)
+                        check_priors, evaluate, fit_bayesian)
 from ..covariance import COVARIANCE_TYPES, get_covariance_model
-from ..stats import chunked_map, log_resp_and_norm
 from ..fit import auto_chunk_size
 from ._base import BaseMixtureEstimator, pad_rows
 
@@ -28,13 +27,6 @@ _F64 = np.dtype(np.float64)
 class _State(NamedTuple):
     posterior: BayesianParams
     priors: BayesianPriors
-
-
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
-def _log_resp_norm(post, x, chunk_size):
-    shift = jnp.mean(post.means, axis=0)
-    return chunked_map(lambda xc: log_resp_and_norm(weighted_log_prob(post, xc, shift)), x,
-                       chunk_size)
 
 
 class BayesianGaussianMixture(BaseMixtureEstimator):
@@ -191,8 +183,8 @@ class BayesianGaussianMixture(BaseMixtureEstimator):
 
     def _log_resp_and_norm(self, x):
         post = self._get_state().posterior
-        return _log_resp_norm(jax.tree_util.tree_map(lambda a: jnp.asarray(a, x.dtype), post),
-                              x, self.chunk_size)
+        return evaluate(jax.tree_util.tree_map(lambda a: jnp.asarray(a, x.dtype), post), x,
+                        self.chunk_size)
 
     def _fitted_dtype(self):
         return _F64
