@@ -272,7 +272,9 @@ def weighted_log_prob(post: BayesianParams, x: jax.Array, shift=None) -> jax.Arr
     """(N, K) E[ln π_k] + E[ln N(x | μ_k, Λ_k⁻¹)] (sklearn's variational weighted log prob)."""
     d = x.shape[-1]
     dof = jnp.asarray(post.degrees_of_freedom)
-    log_gauss = component_log_prob(post.mixture(), x, shift) - 0.5 * d * jnp.log(dof)
+    gauss = MixtureParams(post.mean_precision, post.means, post.covariances,      # weights unused
+                          post.precisions_cholesky, post.covariance_type)
+    log_gauss = component_log_prob(gauss, x, shift) - 0.5 * d * jnp.log(dof)
     log_lambda = d * LOG_2 + _log_lambda_terms(dof, d, digamma)
     log_weights = get_weight_prior(post.weight_concentration_prior_type).expected_log_weights(
         post.weight_concentration)
