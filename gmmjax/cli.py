@@ -6,8 +6,9 @@
     gmmjax bench [--quick] [any option of python -m benchmarks]
 
 DATA is a .npy array or a numeric .csv file (comma-separated, one optional header row); a 1-D
-array is one feature. A model file is a ``.npz`` of the mixture's arrays (no pickle: loading never
-executes code). User mistakes print one line ``gmmjax: error: ...`` on stderr and exit with
+array is one feature. A model file is :mod:`gmmjax.io`'s ``.npz`` (plain arrays, no pickle:
+loading never executes code), so ``gmmjax.io.load("model.npz")`` reads what ``fit`` wrote and
+``score``/``outliers`` accept a saved ``GaussianMixture``. User mistakes print one line ``gmmjax: error: ...`` on stderr and exit with
 status 2; nothing is a traceback.
 """
 
@@ -22,8 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-MODEL_FORMAT = "gmmjax-mixture"
-MODEL_VERSION = 1
 EXIT_USAGE = 2
 
 
@@ -110,54 +109,48 @@ def _is_float(s: str) -> bool:
 
 
 def save_model(path: str, params) -> None:
-    """Write a MixtureParams as .npz (plain arrays and strings; no pickle)."""
+    """Write a MixtureParams with :func:`gmmjax.io.save` (.npz of plain arrays; no pickle)."""
+    from . import io
     p = Path(path)
     if p.suffix != ".npz":
         raise CliError(f"--out {path}: the model file name must end in .npz")
     if p.parent and not p.parent.exists():
         raise CliError(f"--out {path}: directory {p.parent} does not exist")
-    arrays = {name: np.asarray(getattr(params, name)) for name in
-              ("weights", "means", "covariances", "precisions_cholesky")}
     try:
-        np.savez(p, format=np.array(MODEL_FORMAT), version=np.array(MODEL_VERSION),
-                 covariance_type=np.array(params.covariance_type), **arrays)
+        io.save(params, str(p))
     except OSError as e:
         raise CliError(f"cannot write {path}: {e}") from None
 
 
 def load_model(path: str):
-    """The MixtureParams stored by :func:`save_model` (loaded with allow_pickle=False)."""
-    from .params import MixtureParams
+    """The MixtureParams in a file of :func:`gmmjax.io.save` (a saved ``GaussianMixture`` too);
+    read with ``allow_pickle=False``."""
+    from . import io
 
     p = Path(path)
     if not p.exists():
         raise CliError(f"model file not found: {path}")
+    if p.is_dir():
+        raise CliError(f"model path is a directory, not a file: {path}")
+    hint = "write one with `gmmjax fit DATA --out MODEL.npz` or gmmjax.io.save"
     try:
-        f = np.load(p, allow_pickle=False)
-        if not hasattr(f, "files"):
-            raise CliError(f"{path}: not a gmmjax model file (a plain array, not an .npz "
-                           "archive); write one with `gmmjax fit DATA --out MODEL.npz`")
-        with f:
-            data = {k: f[k] for k in f.files}
-    except (ValueError, OSError, EOFError) as e:
-        raise CliError(f"{path}: not a gmmjax model file ({type(e).__name__}: {e})") from None
-    need = ("covariance_type", "weights", "means", "covariances", "precisions_cholesky")
-    missing = [k for k in need if k not in data]
-    if missing or ("format" in data and str(data["format"]) != MODEL_FORMAT):
-        raise CliError(f"{path}: not a gmmjax model file (missing {', '.join(missing)}); write "
-                       "one with `gmmjax fit DATA --out MODEL.npz`")
-    from .covariance import get_covariance_model
-    ct = str(data["covariance_type"])
+        with open(p, "rb") as f:
+            is_zip = f.read(4) == b"PK\x03\x04"
+    except OSError as e:
+        raise CliError(f"cannot read {path}: {e}") from None
+    if not is_zip:
+        raise CliError(f"{path}: not a gmmjax model file (not an .npz archive); {hint}")
     try:
-        model = get_covariance_model(ct)
-    except ValueError as e:
-        raise CliError(f"{path}: {e}") from None
-    k, d = data["means"].shape if data["means"].ndim == 2 else (None, None)
-    if k is None or data["weights"].shape != (k,) \
-            or data["precisions_cholesky"].shape != model.shape(k, d):
-        raise CliError(f"{path}: inconsistent array shapes in the model file")
-    return MixtureParams(data["weights"], data["means"], data["covariances"],
-                         data["precisions_cholesky"], ct)
+        obj = io.load(str(p))
+    except (ValueError, OSError, EOFError, KeyError) as e:
+        msg = " ".join(str(e).split())
+        raise CliError(f"{path}: not a gmmjax model file ({msg}); {hint}") from None
+    except (AttributeError, TypeError):   # np.load gave a plain .npy array, not an archive
+        raise CliError(f"{path}: not a gmmjax model file (not an .npz archive); {hint}") from None
+    params = getattr(obj, "params_", obj)
+    if np.ndim(params.weights) != 1 or np.ndim(params.means) != 2:
+        raise CliError(f"{path}: the file holds a batch of mixtures; the command needs one")
+    return params
 
 
 def write_array(path: str, values: np.ndarray, header: str) -> None:

@@ -14,6 +14,7 @@ from sklearn.mixture import GaussianMixture as SkGM
 
 import gmmjax as gj
 from gmmjax import cli
+from gmmjax import io as gio
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,7 @@ def files(tmp_path_factory):
     (d / "ragged.csv").write_text("1,2\n3\n")
     (d / "model.txt").write_text("hello")
     (d / "x.npz").write_text("not really")
+    np.savez(d / "other.npz", a=np.zeros(3))
     sk = SkGM(2, covariance_type="diag", random_state=0).fit(X)
     params = gj.from_covariances(sk.weights_, sk.means_, sk.covariances_, "diag")
     import jax
@@ -54,6 +56,18 @@ def test_score_matches_sklearn(files, capsys):
     code, out, _ = run(capsys, "score", d / "sk.npz", d / "x.npy", "--per-sample")
     per = np.array([float(v) for v in out.strip().splitlines()[3:]])
     np.testing.assert_allclose(per, sk.score_samples(X), rtol=1e-4)   # float32 default
+
+
+def test_score_accepts_a_saved_estimator(files, capsys):
+    d, X, sk = files
+    import jax
+    with jax.enable_x64(True):
+        est = gj.GaussianMixture.from_params(cli.load_model(str(d / "sk.npz")))
+    gio.save(est, str(d / "est.npz"))
+    code, out, err = run(capsys, "score", d / "est.npz", d / "x.npy", "--float64")
+    assert code == 0, err
+    assert float(out.split("mean log-likelihood:")[1].split()[0]) == pytest.approx(sk.score(X),
+                                                                                 rel=1e-7)
 
 
 def test_outliers_match_percentile(files, capsys):
@@ -85,7 +99,8 @@ def test_fit_table_and_model_agree_with_select_model(files, capsys):
     np.testing.assert_allclose([float(r[3]) for r in rows], sel.aic[0], rtol=1e-5)
     assert sum("<- best" in ln for ln in out.splitlines()) == 1
     assert "1/1 full" in err                          # progress on stderr
-    params = cli.load_model(str(d / "m.npz"))
+    params = gio.load(str(d / "m.npz"))          # the project's .npz format
+    assert isinstance(params, gj.MixtureParams)
     np.testing.assert_allclose(params.means, np.asarray(sel.params.means), rtol=1e-6)
     code, out, err = run(capsys, "fit", d / "x.csv", "-k", "1-3", "-q", "--out", d / "m2.npz")
     assert code == 0 and err == ""                   # --quiet: no progress
@@ -114,6 +129,8 @@ def test_fit_table_and_model_agree_with_select_model(files, capsys):
     (["score", "{d}/missing.npz", "{d}/x.npy"], "model file not found"),
     (["score", "{d}/x.npy", "{d}/x.npy"], "not a gmmjax model file"),
     (["score", "{d}/model.txt", "{d}/x.npy"], "not a gmmjax model file"),
+    (["score", "{d}/other.npz", "{d}/x.npy"], "'__format__' is missing"),
+    (["score", "{d}/x.csv", "{d}/x.npy"], "not an .npz archive"),
     (["outliers", "{d}/sk.npz", "{d}/x.npy", "--contamination", "0.9"], "(0, 0.5]"),
     (["outliers", "{d}/sk.npz", "{d}/x.npy", "--contamination", "0.1", "--threshold", "1"],
      "not allowed with"),
