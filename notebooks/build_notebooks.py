@@ -369,7 +369,10 @@ NB05 = [
 
 What JAX adds: restarts as one `vmap`, a thousand independent fits in one compiled program,
 data sharded across devices, and the benchmark suite's plots. Small sizes here so the notebook
-runs in seconds on a laptop CPU; the same code runs on a GPU unchanged."""),
+runs in seconds on a laptop CPU; the same code runs on a GPU unchanged. The timings printed
+below are those of the machine that last executed the notebook (for the committed copy, a busy
+shared 2-core CPU): read them as orders of magnitude, and see the benchmark suite for measured
+comparisons."""),
     code("""
 import jax
 jax.config.update("jax_num_cpu_devices", 4)   # 4 CPU devices for the sharded fit; before JAX starts
