@@ -8,7 +8,7 @@ import numpy as np
 
 from .em import FitResult
 from .fit import bucket_rows, fit
-from .validation import check_data, check_n_samples, check_sample_weight
+from .validation import check_data, check_sample_weight, float_dtype
 
 __all__ = ["fit_many", "pad_datasets"]
 
@@ -28,22 +28,42 @@ def pad_datasets(datasets, sample_weights=None):
     datasets = list(datasets)
     if not datasets:
         raise ValueError("datasets is empty; pass at least one (n_samples, n_features) array.")
-    xs = [check_data(x, name=f"datasets[{b}]") for b, x in enumerate(datasets)]
-    dims = {x.shape[1] for x in xs}
+    arrays = [x if isinstance(x, jax.core.Tracer) else np.asarray(x) for x in datasets]
+    if any(isinstance(x, jax.core.Tracer) for x in arrays):
+        arrays = [check_data(x, name=f"datasets[{b}]") for b, x in enumerate(arrays)]
+    for b, x in enumerate(arrays):                 # shape/dtype errors, cheaply, on the host
+        if np.ndim(x) != 2 or np.shape(x)[1] < 1 or not np.issubdtype(np.asarray(x).dtype,
+                                                                        np.number):
+            check_data(x, name=f"datasets[{b}]")
+    dims = {x.shape[1] for x in arrays}
     if len(dims) != 1:
         raise ValueError(f"all datasets must have the same number of features; got "
-                         f"{[x.shape[1] for x in xs]}.")
-    dtype = jnp.result_type(*[x.dtype for x in xs])
+                         f"{[x.shape[1] for x in arrays]}.")
+    dtype = np.dtype(jnp.result_type(*[float_dtype(x) for x in arrays]))
     if sample_weights is None:
-        sample_weights = [None] * len(xs)
-    if len(sample_weights) != len(xs):
-        raise ValueError(f"sample_weights has {len(sample_weights)} entries for {len(xs)} "
+        sample_weights = [None] * len(arrays)
+    if len(sample_weights) != len(arrays):
+        raise ValueError(f"sample_weights has {len(sample_weights)} entries for {len(arrays)} "
                          "datasets.")
-    ws = [check_sample_weight(w, x.shape[0], dtype) for x, w in zip(xs, sample_weights)]
-    n_max = bucket_rows(max(x.shape[0] for x in xs), None)
+    n_max = bucket_rows(max(x.shape[0] for x in arrays), None)
     d = dims.pop()
-    X = jnp.stack([jnp.zeros((n_max, d), dtype).at[:x.shape[0]].set(x.astype(dtype)) for x in xs])
-    W = jnp.stack([jnp.zeros((n_max,), dtype).at[:w.shape[0]].set(w) for w in ws])
+    # One host buffer and one transfer (per-dataset device updates cost ~ms each at B = 1000).
+    X = np.zeros((len(arrays), n_max, d), dtype)
+    W = np.zeros((len(arrays), n_max), dtype)
+    for b, (x, w) in enumerate(zip(arrays, sample_weights)):
+        X[b, :x.shape[0]] = x
+        if w is None:
+            W[b, :x.shape[0]] = 1.0
+        elif np.shape(w) != (x.shape[0],):
+            check_sample_weight(w, x.shape[0], dtype)          # raises the shape message
+        else:
+            W[b, :x.shape[0]] = w
+    for b in np.flatnonzero(~np.isfinite(X).all(axis=(1, 2))):
+        check_data(arrays[b], name=f"datasets[{b}]")                     # raises the message
+    bad_w = ~np.isfinite(W).all(axis=1) | (W < 0).any(axis=1) | ~(W.sum(axis=1) > 0)
+    for b in np.flatnonzero(bad_w):
+        check_sample_weight(W[b, :arrays[b].shape[0]], arrays[b].shape[0], dtype)
+    X, W = jnp.asarray(X), jnp.asarray(W)
     return X, W
 
 
@@ -78,8 +98,11 @@ def fit_many(key: jax.Array, datasets, n_components: int, *, sample_weights=None
                             ("; pass sample_weights (one per dataset)." if bad == "sample_weight"
                              else "."))
     X, W = pad_datasets(datasets, sample_weights)
-    for b in range(X.shape[0]):
-        check_n_samples(W[b], n_components)
+    counts = np.asarray(jnp.sum(W > 0, axis=1))
+    if counts.min() < n_components:
+        b = int(np.argmin(counts))
+        raise ValueError(f"Expected n_samples >= n_components but got n_components = "
+                         f"{n_components}, n_samples = {int(counts[b])} (datasets[{b}])")
     keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(X.shape[0]))
     init = fit_kwargs.pop("init", "kmeans")
     if isinstance(init, str) or np.ndim(init.weights) == 1:
