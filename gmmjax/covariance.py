@@ -94,6 +94,10 @@ class CovarianceModel:
     def add_reg(self, cov: jax.Array, reg_covar) -> jax.Array:
         raise NotImplementedError
 
+    def variances(self, cov: jax.Array) -> jax.Array:
+        """The per-feature variances (diagonal) held in covariances of this type."""
+        raise NotImplementedError
+
     def precision_cholesky(self, cov: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(U, ok): ok is False when a covariance is not positive definite (ill-defined)."""
         raise NotImplementedError
@@ -175,6 +179,9 @@ class Full(CovarianceModel):
 
     def add_reg(self, cov, reg_covar):
         return cov + reg_covar * jnp.eye(cov.shape[-1], dtype=cov.dtype)
+
+    def variances(self, cov):
+        return jnp.diagonal(cov, axis1=-2, axis2=-1)
 
     def precision_cholesky(self, cov):
         return _upper_cholesky_of_inverse(cov)
@@ -283,6 +290,9 @@ class Diag(CovarianceModel):
 
     def add_reg(self, cov, reg_covar):
         return cov + reg_covar
+
+    def variances(self, cov):
+        return cov
 
     def precision_cholesky(self, cov):
         ok = jnp.all(cov > 0)

@@ -61,8 +61,13 @@ def params_from_stats(stats: SuffStats, centers: jax.Array, covariance_type: str
     centred = stats.scatter - model.outer(stats.sx, coef)
     cov = model.add_reg(model.from_scatter(centred, nk), reg_covar)
     prec_chol, ok = model.precision_cholesky(cov)
-    params = MixtureParams(nk / jnp.sum(nk), centers + delta + shift, cov, prec_chol,
-                           covariance_type)
+    means = centers + delta
+    # A component collapsed onto identical rows has variance ~ (10·eps·|x|/n)², pure rounding
+    # (from the nk floor), and may or may not come out exactly 0. Call any variance at that
+    # level ill-defined so the outcome does not hinge on rounding (sklearn: "ill-defined").
+    eps = jnp.finfo(cov.dtype).eps
+    ok = ok & jnp.all(model.variances(cov) > 100 * eps * eps * jnp.max(means * means))
+    params = MixtureParams(nk / jnp.sum(nk), means + shift, cov, prec_chol, covariance_type)
     return params, ok
 
 
