@@ -421,7 +421,7 @@ def fit_sharded(key, X, n_components: int, *, mesh: Mesh | None, data_axis: str 
                 sample_weight, chunk_size, initial_lower_bound=None) -> FitResult:
     """The ``mesh=`` / sharded-input / ``process_local=`` path of :func:`gmmjax.fit`."""
     from .fit import auto_chunk_size
-    from .validation import check_data, check_params
+    from .validation import check_data, check_init_params
 
     if isinstance(X, jax.core.Tracer) or isinstance(sample_weight, jax.core.Tracer):
         raise ValueError("fit with mesh= / process_local= / sharded X is a host-level call: it "
@@ -460,16 +460,7 @@ def fit_sharded(key, X, n_components: int, *, mesh: Mesh | None, data_axis: str 
                          f"{n_components}, n_samples = {n_pos}")
     init_params = None
     if init_name == "params":
-        if init.covariance_type != covariance_type:
-            raise ValueError(f"init params have covariance_type {init.covariance_type!r} but "
-                             f"covariance_type={covariance_type!r} was requested.")
-        check_params(init, d)
-        if np.shape(init.means)[-2] != n_components:
-            raise ValueError(f"init params have {np.shape(init.means)[-2]} components; "
-                             f"n_components={n_components}.")
-        if np.ndim(init.weights) == 2 and np.shape(init.weights)[0] != n_init:
-            raise ValueError(f"init params carry {np.shape(init.weights)[0]} restarts; "
-                             f"n_init={n_init}.")
+        check_init_params(init, covariance_type, n_components, d, n_init)
         init_params = jax.tree_util.tree_map(lambda a: np.asarray(a, x.dtype), init)
     dtype = x.dtype
     prev = None if initial_lower_bound is None else np.asarray(initial_lower_bound, dtype)

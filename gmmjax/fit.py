@@ -6,13 +6,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .covariance import get_covariance_model
 from .em import FitResult, LoopState, Status, em_step, run_loop
 from .init import INIT_METHODS, initialize
 from .params import MixtureParams
-from .validation import (check_data, check_int, check_n_samples, check_nonnegative, check_params,
+from .validation import (check_data, check_init_params, check_int, check_n_samples, check_nonnegative,
                          check_sample_weight)
 
 # Rows·K·D per automatic chunk (~512 KB of float32 temporaries: they stay in L2). Measured on a
@@ -165,16 +164,7 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     check_n_samples(w, n_components)
     init_params = None
     if init_name == "params":
-        if init.covariance_type != covariance_type:
-            raise ValueError(f"init params have covariance_type {init.covariance_type!r} but "
-                             f"covariance_type={covariance_type!r} was requested.")
-        check_params(init, d)
-        if np.shape(init.means)[-2] != n_components:
-            raise ValueError(f"init params have {np.shape(init.means)[-2]} components; "
-                             f"n_components={n_components}.")
-        if np.ndim(init.weights) == 2 and np.shape(init.weights)[0] != n_init:
-            raise ValueError(f"init params carry {np.shape(init.weights)[0]} restarts; "
-                             f"n_init={n_init}.")
+        check_init_params(init, covariance_type, n_components, d, n_init)
         init_params = init.astype(x.dtype)
     if chunk_size is None:
         chunk_size = auto_chunk_size(n, n_components, d)

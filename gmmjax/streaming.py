@@ -24,7 +24,7 @@ from .em import FitResult, Status, params_from_stats
 from .init import INIT_METHODS, initialize
 from .params import MixtureParams
 from .stats import sufficient_statistics
-from .validation import check_int, check_nonnegative, check_params, float_dtype
+from .validation import check_init_params, check_int, check_nonnegative, float_dtype
 
 __all__ = ["fit_stream", "array_chunks"]
 
@@ -428,13 +428,7 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
         raise ValueError(f"Expected n_samples >= n_components but got n_components = "
                          f"{n_components}, n_samples = {int(np.sum(live))}")
     if init_name == "params":
-        if init.covariance_type != covariance_type:
-            raise ValueError(f"init params have covariance_type {init.covariance_type!r} but "
-                             f"covariance_type={covariance_type!r} was requested.")
-        check_params(init, d)
-        if np.shape(init.means)[-2] != n_components:
-            raise ValueError(f"init params have {np.shape(init.means)[-2]} components; "
-                             f"n_components={n_components}.")
+        check_init_params(init, covariance_type, n_components, d)
         p = jax.tree_util.tree_map(lambda a: np.asarray(a, out_dtype), init)
         if np.ndim(p.weights) == 1:
             p = jax.tree_util.tree_map(lambda a: np.broadcast_to(a, (n_init,) + a.shape), p)

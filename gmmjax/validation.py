@@ -127,3 +127,20 @@ def check_params(params, n_features: int | None = None) -> MixtureParams:
         raise ValueError(f"X has {n_features} features, but the mixture parameters have {d} "
                          f"(means shape {tuple(np.shape(params.means))}).")
     return params
+
+
+def check_init_params(init: MixtureParams, covariance_type: str, n_components: int,
+                      n_features: int, n_init: int | None = None) -> MixtureParams:
+    """Initial MixtureParams given to a fit: type, feature count, K and (optionally) one set per
+    restart (a leading (n_init,) axis)."""
+    if init.covariance_type != covariance_type:
+        raise ValueError(f"init params have covariance_type {init.covariance_type!r} but "
+                         f"covariance_type={covariance_type!r} was requested.")
+    check_params(init, n_features)
+    if np.shape(init.means)[-2] != n_components:
+        raise ValueError(f"init params have {np.shape(init.means)[-2]} components; "
+                         f"n_components={n_components}.")
+    if n_init is not None and np.ndim(init.weights) == 2 and np.shape(init.weights)[0] != n_init:
+        raise ValueError(f"init params carry {np.shape(init.weights)[0]} restarts; "
+                         f"n_init={n_init}.")
+    return init
