@@ -9,9 +9,9 @@ import jax.numpy as jnp
 
 from .covariance import get_covariance_model
 from .em import FitResult, LoopState, Status, em_step, run_loop
-from .init import INIT_METHODS, initialize
+from .init import initialize
 from .params import MixtureParams
-from .validation import (check_data, check_init_params, check_int, check_n_samples, check_nonnegative,
+from .validation import (check_data, check_init_params, init_method_name, check_int, check_n_samples, check_nonnegative,
                          check_sample_weight)
 
 # Rows·K·D per automatic chunk (~512 KB of float32 temporaries: they stay in L2). Measured on a
@@ -143,13 +143,7 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     get_covariance_model(covariance_type)
     if chunk_size is not None:
         chunk_size = check_int(chunk_size, "chunk_size", 1)
-    if isinstance(init, MixtureParams):
-        init_name = "params"
-    elif isinstance(init, str) and init in INIT_METHODS:
-        init_name = init
-    else:
-        raise ValueError(f"Unknown init {init!r}; expected one of {list(INIT_METHODS)} or a "
-                         "MixtureParams.")
+    init_name = init_method_name(init)
     if mesh is not None or process_local or _is_row_sharded(X):
         from .distributed import fit_sharded
         return fit_sharded(key, X, n_components, mesh=mesh, data_axis=data_axis,

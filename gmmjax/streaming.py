@@ -21,10 +21,10 @@ import numpy as np
 
 from .covariance import get_covariance_model
 from .em import FitResult, Status, params_from_stats
-from .init import INIT_METHODS, initialize
+from .init import initialize
 from .params import MixtureParams
 from .stats import sufficient_statistics
-from .validation import check_init_params, check_int, check_nonnegative, float_dtype
+from .validation import check_init_params, init_method_name, check_int, check_nonnegative, float_dtype
 
 __all__ = ["fit_stream", "array_chunks"]
 
@@ -344,13 +344,7 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
         raise TypeError("chunks must be a callable returning a fresh iterator of chunks for each "
                         "pass (e.g. lambda: iter(list_of_arrays)); got "
                         f"{type(chunks).__name__}.")
-    if isinstance(init, MixtureParams):
-        init_name = "params"
-    elif isinstance(init, str) and init in INIT_METHODS:
-        init_name = init
-    else:
-        raise ValueError(f"Unknown init {init!r}; expected one of {list(INIT_METHODS)} or a "
-                         "MixtureParams.")
+    init_name = init_method_name(init)
     if chunk_size is not None:
         chunk_size = check_int(chunk_size, "chunk_size", 1)
     n_proc = jax.process_count()

@@ -144,3 +144,14 @@ def check_init_params(init: MixtureParams, covariance_type: str, n_components: i
         raise ValueError(f"init params carry {np.shape(init.weights)[0]} restarts; "
                          f"n_init={n_init}.")
     return init
+
+
+def init_method_name(init) -> str:
+    """"params" for a MixtureParams init, else the validated method name from INIT_METHODS."""
+    from .init import INIT_METHODS
+    if isinstance(init, MixtureParams):
+        return "params"
+    if isinstance(init, str) and init in INIT_METHODS:
+        return init
+    raise ValueError(f"Unknown init {init!r}; expected one of {list(INIT_METHODS)} or a "
+                     "MixtureParams.")
