@@ -137,11 +137,12 @@ def _best_time(fn, repeats: int, min_time: float = 0.0) -> float:
     return best
 
 
-def matmul_rate(n: int = 2048, repeats: int = 5, dtype="float32") -> dict:
+def matmul_rate(n: int = 2048, repeats: int = 5, dtype="float32", precisions=None) -> dict:
     """Square n×n GEMM rate (GFLOP/s, 2·n³ flops) measured now, by JAX/XLA and by NumPy's BLAS.
 
     JAX at ``Precision.HIGHEST`` (what gmmjax's statistics use) and, on GPU/TPU, also at DEFAULT
-    (TF32/bf16 passes). ``reference_gflops`` is the best of the full-precision rates: each fit's
+    (TF32/bf16 passes), or at each of ``precisions`` ({label: Precision}). NumPy's GEMM runs on
+    its BLAS as loaded (the suite's entry points restart without the OpenBLAS overrides). ``reference_gflops`` is the best of the full-precision rates: each fit's
     achieved FLOP rate is reported as a fraction of it.
     """
     import jax
@@ -155,9 +156,10 @@ def matmul_rate(n: int = 2048, repeats: int = 5, dtype="float32") -> dict:
     out: dict = {"n": n, "dtype": np.dtype(dtype).name, "flops": flops}
 
     ja, jb = jnp.asarray(a), jnp.asarray(b)
-    precisions = {"highest": jax.lax.Precision.HIGHEST}
-    if jax.devices()[0].platform != "cpu":
-        precisions["default"] = jax.lax.Precision.DEFAULT
+    if precisions is None:
+        precisions = {"highest": jax.lax.Precision.HIGHEST}
+        if jax.devices()[0].platform != "cpu":
+            precisions["default"] = jax.lax.Precision.DEFAULT
     for label, prec in precisions.items():
         f = jax.jit(lambda x, y, p=prec: jnp.matmul(x, y, precision=p))
         jax.block_until_ready(f(ja, jb))

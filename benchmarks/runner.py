@@ -250,6 +250,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--matmul-n", type=int, help="size of the square matmul rate probe")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-save", action="store_true", help="print only; write no files")
+    ap.add_argument("--device-check", action="store_true",
+                    help="the accelerator's key cases in one short run (benchmarks/device_check.py)")
+    ap.add_argument("--tiny", action="store_true", help="with --device-check: tiny sizes (a test)")
     ap.add_argument("--keep-blas-env", action="store_true",
                     help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (by default the suite restarts "
                          "without them so NumPy/scikit-learn use OpenBLAS's best kernel)")
@@ -258,6 +261,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.device_check:
+        from .device_check import run
+        return run(args.out, tiny=args.tiny)
     import jax
 
     from .machine import blas_line, device_info, device_slug, matmul_rate

@@ -206,3 +206,24 @@ def test_benchmark_package_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True,
                          text=True, timeout=60).stdout
     assert out.strip() == "False"
+
+
+def test_device_check_tiny_writes_its_report(tmp_path):
+    """``python -m benchmarks --device-check --tiny``: every key case runs (on CPU, tiny sizes),
+    the precision is stated, the same-FLOP matmul comparison and precision study are written."""
+    res = runner.main(["--device-check", "--tiny", "--out", str(tmp_path)])
+    names = [c["name"] for c in res["cases"]]
+    assert [n.split("-")[0] for n in names] == ["em", "chunked", "estep", "batch8", "n_init3"]
+    for c in res["cases"]:
+        assert c["status"] == "ok" and c["impls"]["gmmjax"]["status"] == "ok", c
+    em = res["cases"][0]
+    assert em["impls"]["sklearn"]["status"] == "ok" and em["loglik_abs_diff"] is not None
+    assert res["extra"]["same_flop_matmul"]["matmul_over_gmmjax"] > 0
+    prec = res["extra"]["precision"]
+    assert set(prec) == {"highest", "high", "default"}
+    assert prec["highest"]["rel_diff_vs_highest"] == 0.0 and np.isfinite(prec["high"]["loglik"])
+    md = next(tmp_path.glob("*-device-check.md")).read_text()
+    assert "Precision.HIGHEST" in md and "1e-4" in md and "same-FLOP matmuls" in md
+    data = json.loads(next(tmp_path.glob("*-device-check.json")).read_text())
+    assert data["meta"]["tiny"] is True and len(data["cases"]) == 5
+    assert next(tmp_path.glob("*-device-check.png")).stat().st_size > 0
