@@ -142,8 +142,9 @@ def matmul_rate(n: int = 2048, repeats: int = 5, dtype="float32", precisions=Non
 
     JAX at ``Precision.HIGHEST`` (what gmmjax's statistics use) and, on GPU/TPU, also at DEFAULT
     (TF32/bf16 passes), or at each of ``precisions`` ({label: Precision}). NumPy's GEMM runs on
-    its BLAS as loaded (the suite's entry points restart without the OpenBLAS overrides). ``reference_gflops`` is the best of the full-precision rates: each fit's
-    achieved FLOP rate is reported as a fraction of it.
+    its BLAS as loaded (the suite's entry points restart without the OpenBLAS overrides).
+    ``reference_gflops`` is the best of the full-precision rates (XLA HIGHEST, NumPy): each
+    fit's achieved FLOP rate is reported as a fraction of it.
     """
     import jax
     import jax.numpy as jnp

@@ -251,7 +251,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-save", action="store_true", help="print only; write no files")
     ap.add_argument("--device-check", action="store_true",
-                    help="the accelerator's key cases in one short run (benchmarks/device_check.py)")
+                    help="the accelerator's key cases in one short run (see device_check.py)")
     ap.add_argument("--tiny", action="store_true", help="with --device-check: tiny sizes (a test)")
     ap.add_argument("--keep-blas-env", action="store_true",
                     help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (by default the suite restarts "
