@@ -107,8 +107,8 @@ def test_streaming_step_lowers():
     bound = jnp.full((1,), -jnp.inf, jnp.float32)
     hist = jnp.zeros((1, 4), jnp.float32)
     zero = jnp.zeros((1,), jnp.int32)
-    lower(lambda a, pp: streaming._em_update(a, pp, bound, hist, zero, zero, 1e-3, 1e-6, shift,
-                                             covariance_type="full"), acc, p)
+    lower(lambda a, pp: streaming._em_update(a, pp, bound, hist, zero, zero, 1e-3, 1e-6, shift),
+          acc, p)
 
 
 def test_sharded_statistics_lower():
