@@ -331,9 +331,10 @@ fig.tight_layout()"""),
 ## BIC and AIC against K
 
 One curve per covariance type; an open circle marks the lowest value of each curve, the star the
-lowest of all. BIC finds the true model, `full` with K = 3. The constrained types reach their
-lowest criterion at larger K: they imitate the tilted, elongated clusters with extra components
-(the printed minima below). AIC penalises parameters less and prefers larger K."""),
+lowest of all. BIC finds the true model, `full` with K = 3. The constrained types (tied, diag,
+spherical) reach their lowest criterion at a larger K, here still falling at K = 6, the end of the
+sweep (their circles sit there): they imitate the tilted, elongated clusters with extra
+components. AIC penalises parameters less and never prefers a smaller K than BIC."""),
     code("""
 from matplotlib.lines import Line2D
 
@@ -395,7 +396,6 @@ def draw(n):
     return rng.normal(true_mu[comp], true_sd[comp])[:, None]
 
 X = draw(500)
-X_val = draw(500)      # for choosing the KDE bandwidth
 X_test = draw(500)     # held out, for comparing the models
 print(X.shape)"""),
     md("## AIC and BIC against K"),
@@ -424,7 +424,8 @@ Twenty points drawn uniformly over [−15, 15] are added. `GaussianMixtureOutlie
 mixture on the contaminated data and flags the rows below the 4th percentile of their
 log-likelihoods. A percentile threshold flags a quota: 4 % of the 520 rows, whatever they are.
 Outliers that land inside the bulk of the data cannot be told apart from it (misses), so the
-quota is filled with the most extreme genuine points (false alarms)."""),
+quota is filled with the most extreme genuine points (false alarms). The ranking itself is right:
+every missed outlier sits where the true density is higher than at every false alarm."""),
     code("""
 n_out = 20
 outliers = rng.uniform(-15, 15, size=(n_out, 1))
@@ -446,10 +447,10 @@ rank = np.array([(true_d[~is_out] < v).mean() for v in true_d])
 print("missed outliers at x =", np.sort(X_all[~flag & is_out, 0]).round(2))
 print("false alarms at x    =", np.sort(X_all[flag & ~is_out, 0]).round(2))
 assert flag.sum() == np.ceil(0.04 * (len(X_all) - 1))        # the quota
-# every miss lies inside the data, where more than 5 % of the genuine points are less likely
-assert (rank[~flag & is_out] > 0.05).all()
+# every miss lies inside the range of the data, and is more likely under the true density than
+# every false alarm; every false alarm is among the 5 % least likely genuine points
 assert (X.min() < X_all[~flag & is_out, 0]).all() and (X_all[~flag & is_out, 0] < X.max()).all()
-# every false alarm is a genuine point among the 5 % least likely under the true density
+assert rank[~flag & is_out].min() > rank[flag & ~is_out].max()
 assert (rank[flag & ~is_out] < 0.05).all()"""),
     code("""
 fig, ax = plt.subplots(figsize=(9, 3.5))
@@ -494,6 +495,7 @@ mixture needs 8 numbers (3 weights summing to 1, 3 means, 3 variances) where the
 500 points; on held-out data the mixture, which has the true model's form, is the closest to the
 truth."""),
     code("""
+X_val = draw(500)      # a validation draw, for choosing the bandwidth
 kde = gj.KernelDensity(bandwidth="silverman").fit(X)
 h_silverman = kde.bandwidth_
 candidates = h_silverman * np.array([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0])
@@ -554,7 +556,9 @@ fit16 = lambda: gj.fit(jax.random.key(0), X, 6, n_init=16, init="random_from_dat
 res, t_first = timed(fit16)
 res, t_second = timed(fit16)
 print(f"16 restarts: first call {t_first:.2f} s (with compile), second {t_second * 1e3:.0f} ms")
+assert t_second < t_first
 bounds = np.asarray(res.restart_lower_bounds)
+assert float(res.lower_bound) == bounds.max()      # the best restart is picked
 print("per-restart mean log-likelihood:", np.sort(bounds).round(3))
 plt.hist(bounds, bins=12); plt.axvline(float(res.lower_bound), color="r", label="picked")
 plt.xlabel("final lower bound"); plt.ylabel("restarts"); plt.legend();"""),
@@ -563,8 +567,8 @@ plt.xlabel("final lower bound"); plt.ylabel("restarts"); plt.legend();"""),
 
 `gj.fit` is a pure function, so `jax.vmap` turns it into a batch of fits: one compiled program
 for a thousand mixtures. `gj.pad_datasets` stacks ragged datasets, padding with zero-weight rows
-(`gj.fit_many(key, datasets, K)` does the padding and the `vmap` in one call). Here, 1000 small 2-D datasets of two clusters whose
-separation varies; each fit recovers its own separation."""),
+(`gj.fit_many(key, datasets, K)` does the padding and the `vmap` in one call). Here, 1000 small
+2-D datasets of 64 points in two unit-variance clusters whose separation varies from 1 to 6."""),
     code("""
 B, n = 1000, 64
 sep = rng.uniform(1.0, 6.0, B)
@@ -581,7 +585,8 @@ print(f"{B} fits: first call {t_first:.2f} s, second {t_second:.2f} s "
       f"({t_second / B * 1e6:.0f} µs per fit)")
 means = np.asarray(many.params.means)
 est_sep = np.abs(means[:, 0, 0] - means[:, 1, 0])
-print("converged:", int(np.asarray(many.converged).sum()), "of", B)"""),
+print("converged:", int(np.asarray(many.converged).sum()), "of", B)
+assert t_second < t_first"""),
     code("""
 from sklearn.mixture import GaussianMixture as SkGM
 t0 = time.perf_counter()
@@ -589,10 +594,35 @@ for b in range(50):
     SkGM(2, covariance_type="diag", random_state=b).fit(data[b])
 t_sk = (time.perf_counter() - t0) / 50
 print(f"scikit-learn, one fit at a time: {t_sk * 1e3:.1f} ms per fit -> ~{t_sk * B:.1f} s for {B}")
+print(f"gmmjax, first call (compile included): {t_first:.2f} s = {t_sk * B / t_first:.1f}x faster "
+      f"than the scikit-learn loop; repeated call: {t_second:.2f} s = {t_sk * B / t_second:.0f}x")
+assert t_second < t_sk * B
 
 plt.scatter(sep, est_sep, s=4, alpha=0.5)
 plt.plot([1, 6], [1, 6], "k--", lw=1)
-plt.xlabel("true separation"); plt.ylabel("fitted |μ₁ − μ₂|"); plt.title(f"{B} fits in one program");"""),
+plt.xlabel("true separation"); plt.ylabel("fitted |μ₁ − μ₂|"); plt.title(f"{B} fits in one program")
+rel_err = np.abs(est_sep - sep) / sep
+far, near = sep > 3.5, sep < 2.0
+print(f"median relative error of the fitted separation: {np.median(rel_err[far]):.2f} above 3.5, "
+      f"{np.median(rel_err[near]):.2f} below 2")
+assert np.median(rel_err[far]) < 0.1 < np.median(rel_err[near])
+small = sep < 1.5
+assert ((est_sep > sep + 0.5) & small).any() and ((est_sep < 0.3) & small).any()"""),
+    md("""
+How to read these times. The first call pays for tracing and compiling the vmapped program
+(seconds on a CPU), so for *one* batch of tiny fits its lead over scikit-learn's loop is far
+smaller than the repeated call's, and on a fast idle CPU the two can be close: the printed ratios
+are those of the machine that ran the notebook. The compile
+is paid once per shape (and per static option): every further call with the same shapes — the
+next batch, a bootstrap, a sweep over data sets — costs only the repeated-call time, which is
+far below the loop's. On a GPU the batch runs in parallel as well.
+
+The scatter plot shows what the fits find. Clusters separated by more than about 3 standard
+deviations are recovered: the points follow the diagonal (the median relative error of the fitted
+separation is printed above). Below about 2.5 the two clusters overlap into one blob, and the
+fitted separation no longer follows the true one: the two components split the blob wherever its
+64 points happen to spread most, along x (points well above the diagonal) or along y (points near
+0, since the separation is measured along x)."""),
     md("""
 ## A sharded fit
 
@@ -604,8 +634,9 @@ mesh = gj.distributed.data_mesh(4)
 res_sharded = gj.fit(jax.random.key(0), X, 6, n_init=16, init="random_from_data", mesh=mesh)
 print("mesh:", dict(mesh.shape))
 print("n_iter sharded / single device:", int(res_sharded.n_iter), int(res.n_iter))
-print("max |Δ mean| between the sharded and the single-device fit above:",
-      float(np.abs(np.asarray(res_sharded.params.means) - np.asarray(res.params.means)).max()))
+max_diff = float(np.abs(np.asarray(res_sharded.params.means) - np.asarray(res.params.means)).max())
+print("max |Δ mean| between the sharded and the single-device fit above:", max_diff)
+assert int(res_sharded.n_iter) == int(res.n_iter) and max_diff < 1e-3
 ax = gplot.plot_ellipses(res_sharded.params, label=False)
 ax.scatter(*X.T, s=2, color="k", alpha=0.3); ax.set_title("fit sharded over 4 devices");"""),
     md("""
