@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("data", metavar="DATA")
     g = o.add_mutually_exclusive_group()
     g.add_argument("--contamination", type=float, default=None,
-                   help="fraction of rows to flag, in (0, 0.5] (default 0.05)")
+                   help="fraction of DATA's rows to flag, in (0, 0.5] (default 0.05): the "
+                   "threshold is that percentile of DATA's own log densities, not the training data's")
     g.add_argument("--threshold", type=float, default=None,
                    help="flag rows with log density below this value instead")
     o.add_argument("--out", "-o", metavar="FILE",

@@ -19,6 +19,10 @@ def pad_datasets(datasets, sample_weights=None):
     ``datasets``: a sequence of (n_b, D) arrays (or one (B, N, D) array). ``N_max`` is bucketed
     (like :func:`gmmjax.fit`) so nearby sizes share one compiled program. Values are checked on
     the host (the fits run under ``vmap``, where they cannot be).
+
+    Anything computed on a padded ``X[b]`` must take the weights ``W[b]`` too: ``gmmjax.bic(p,
+    X[b])`` without them counts the padding rows as data (a wrong log-likelihood and n); use
+    ``gmmjax.bic(p, X[b], sample_weight=W[b])``, or score the unpadded ``datasets[b]``.
     """
     if isinstance(datasets, (np.ndarray, jax.Array)):
         if np.ndim(datasets) != 3:
@@ -85,7 +89,10 @@ def fit_many(key: jax.Array, datasets, n_components: int, *, sample_weights=None
         (B, n_init, ...) for per-restart inits).
 
     Returns a :class:`FitResult` whose arrays have a leading (B,) axis; the fit of dataset b is
-    ``jax.tree_util.tree_map(lambda a: a[b], result)``.
+    ``jax.tree_util.tree_map(lambda a: a[b], result)``. Criteria and scores of fit b belong to
+    the unpadded ``datasets[b]`` (``gmmjax.bic(params_b, datasets[b])``); on the padded arrays
+    of :func:`pad_datasets` pass their weights (``sample_weight=W[b]``), or the padding rows
+    count as data and the BIC is wrong.
 
     Example::
 

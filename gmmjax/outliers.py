@@ -10,12 +10,14 @@ inlier when ``score − offset >= 0`` and gets label +1, otherwise −1. Without
 from __future__ import annotations
 
 import numbers
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .density import log_prob
+from .em import FitResult
 from .fit import fit
 from .validation import check_data, is_traced
 
@@ -83,9 +85,36 @@ def inlier_labels(scores, offset) -> jax.Array:
     return jnp.where(outlier_mask(scores, offset), -1, 1).astype(jnp.int32)
 
 
+class OutlierFit(NamedTuple):
+    """What :func:`fit_outlier_detector` returns; unpacks as ``fit_result, offset, scores``.
+
+    Attributes:
+      fit_result: the :class:`gmmjax.FitResult` of the (re)fitted mixture.
+      offset: () the log-density threshold; rows scoring strictly below it are outliers.
+      scores: (N,) the training rows' log densities under ``fit_result.params``.
+    """
+
+    fit_result: FitResult
+    offset: jax.Array
+    scores: jax.Array
+
+    @property
+    def params(self):
+        """The fitted :class:`gmmjax.MixtureParams` (``fit_result.params``)."""
+        return self.fit_result.params
+
+    @property
+    def labels(self) -> jax.Array:
+        """(N,) +1 for inlier training rows, −1 for outliers (:func:`inlier_labels`)."""
+        return inlier_labels(self.scores, self.offset)
+
+
 def fit_outlier_detector(key: jax.Array, X, n_components: int, *, contamination=0.1,
-                         threshold=None, refit_on_inliers: bool = False, **fit_kwargs):
-    """Fit a mixture and its outlier offset. Returns ``(FitResult, offset, training scores)``.
+                         threshold=None, refit_on_inliers: bool = False,
+                         **fit_kwargs) -> OutlierFit:
+    """Fit a mixture and its outlier offset. Returns an :class:`OutlierFit`
+    ``(fit_result, offset, scores)``: the FitResult, the log-density offset and the (N,)
+    training scores (it also unpacks as a 3-tuple).
 
     ``threshold`` (an absolute log density) replaces the contamination percentile when given.
     With ``refit_on_inliers`` the recipe is: fit, drop the rows below the offset, fit again on the
@@ -109,7 +138,7 @@ def fit_outlier_detector(key: jax.Array, X, n_components: int, *, contamination=
         result = fit(key, x, n_components, sample_weight=jnp.where(keep, base, 0.0), **fit_kwargs)
         scores = log_prob(result.params, x)
         offset = _offset(scores, contamination, threshold, sample_weight)
-    return result, offset, scores
+    return OutlierFit(result, offset, scores)
 
 
 def _offset(scores, contamination, threshold, sample_weight=None):

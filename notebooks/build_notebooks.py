@@ -132,33 +132,106 @@ NB02 = [
     md("""
 # 2. Clustering two moons with a Gaussian mixture
 
-`gj.GaussianMixture` is a drop-in for `sklearn.mixture.GaussianMixture`. On two moons: the fitted
-weights, means and covariances, hard and soft clustering, sampling new points, density-based
-anomalies, BIC/AIC, and a Bayesian mixture that switches off the components it does not need."""),
-    code(SETUP + "\nfrom sklearn.datasets import make_moons"),
-    code("""
-X, y = make_moons(300, noise=0.06, random_state=0)
-gm = gj.GaussianMixture(3, n_init=10, random_state=0).fit(X)
-print("converged:", gm.converged_, "in", gm.n_iter_, "iterations")
-print("weights:", gm.weights_.round(3))
-print("means:\\n", gm.means_.round(3))
-print("covariances:\\n", gm.covariances_.round(3))"""),
-    md("""
-## Hard vs soft clustering
+Two interleaved half circles, with their true labels. A Gaussian mixture clusters by
+components, and moons are not Gaussian: this notebook asks how many components to use and why,
+how the components relate to the two moons (measured with the adjusted Rand index against the
+true labels), what soft assignments add to hard ones, and what a Bayesian mixture decides on its
+own. Every claim in the text is checked by an `assert` in the cell below it."""),
+    code(SETUP + """
+from sklearn.datasets import make_moons
+from sklearn.metrics import adjusted_rand_score
 
-`predict` assigns each point to its most likely component; `predict_proba` gives the
-responsibilities. Points between components have a maximum probability well below 1."""),
+X, y = make_moons(300, noise=0.06, random_state=0)     # y: which moon (0 or 1)
+fig, ax = plt.subplots()
+ax.scatter(*X.T, c=y, s=10, cmap="coolwarm")
+ax.set_title("two moons, coloured by the true label");"""),
+    md("""
+## First try: one component per moon
+
+`gj.GaussianMixture` is a drop-in for `sklearn.mixture.GaussianMixture`. With K = 2 each moon
+would ideally get one Gaussian; the adjusted Rand index (ARI: 1 = the true partition, 0 = chance)
+measures how well the two components match the moons."""),
     code("""
+gm2 = gj.GaussianMixture(2, n_init=10, random_state=0).fit(X)
+ari2 = adjusted_rand_score(y, gm2.predict(X))
+print(f"K=2: converged {gm2.converged_} in {gm2.n_iter_} iterations; ARI with the moons {ari2:.2f}")
+ax = gplot.plot_ellipses(gm2, label=False)
+ax.scatter(*X.T, c=gm2.predict(X), s=10, cmap="coolwarm")
+ax.set_title(f"K=2: ARI {ari2:.2f}")
+assert gm2.converged_ and ari2 < 0.7      # two Gaussians cut across the moons"""),
+    md("""
+Two ellipses cannot follow two crescents: each Gaussian takes the body of one moon plus a tip of
+the other, and the ARI stays far from 1.
+
+## Which K? BIC and AIC
+
+`gj.select_model` fits every K of a sweep in one compiled program (smaller K padded with masked
+components) and returns the BIC/AIC table and the BIC winner as a fitted `GaussianMixture`.
+BIC = −2 log L + p log n penalises the p parameters more than AIC = −2 log L + 2p, so it picks a
+smaller K."""),
+    code("""
+sel = gj.select_model(jax.random.key(0), X, range(1, 11), ("full",))
+ks = np.asarray(sel.n_components)
+k_bic, k_aic = sel.best_n_components, int(ks[np.argmin(sel.aic[0])])
+ax = gplot.plot_criterion(sel, criterion=["bic", "aic"])
+ax.set_title("BIC / AIC on two moons")
+print(f"BIC picks K = {k_bic}, AIC picks K = {k_aic}")
+assert 4 <= k_bic < k_aic                  # many more components than moons; AIC more still"""),
+    md("""
+Both criteria want many more than two components: as a *density* the moons are best described by
+several small Gaussians strung along each curve. Each of those components lies on a single moon:
+the purity of a component is the share of its points that belong to its majority moon."""),
+    code("""
+gm = sel.estimator
 labels = gm.predict(X)
-proba = gm.predict_proba(X)
-fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-axes[0].scatter(*X.T, c=labels, s=10, cmap="tab10", vmax=9)
-gplot.plot_ellipses(gm, ax=axes[0], alpha=0.15)
-axes[0].set_title("hard: predict")
-sc = axes[1].scatter(*X.T, c=proba.max(axis=1), s=10, cmap="viridis")
-plt.colorbar(sc, ax=axes[1], label="max responsibility")
-axes[1].set_title("soft: predict_proba")
-print("points with max responsibility < 0.9:", int((proba.max(axis=1) < 0.9).sum()))"""),
+counts = np.array([np.bincount(y[labels == k], minlength=2) for k in range(gm.n_components)])
+purity = counts.max(axis=1) / np.maximum(counts.sum(axis=1), 1)
+print("points per component:", counts.sum(axis=1))
+print("purity per component:", purity.round(3))
+print(f"ARI of the {gm.n_components} components with the 2 moons: {adjusted_rand_score(y, labels):.2f}")
+assert counts.max(axis=1).sum() / len(y) > 0.97     # (almost) every component sits on one moon"""),
+    md("""
+## From components to clusters
+
+The components are pieces of the moons, so a clustering into two groups merges them. One simple
+rule that needs no labels: single-linkage clustering of the component means. It works here because
+consecutive components along a moon are closer to each other than to any component of the other
+moon; it is not a general rule (for overlapping clusters merge by overlap of the components
+instead)."""),
+    code("""
+from scipy.cluster.hierarchy import fcluster, linkage
+
+group = fcluster(linkage(gm.means_, "single"), 2, "maxclust") - 1   # component -> cluster
+clusters = group[labels]
+ari = adjusted_rand_score(y, clusters)
+fig, ax = plt.subplots()
+ax.scatter(*X.T, c=clusters, s=10, cmap="coolwarm")
+gplot.plot_ellipses(gm, ax=ax, label=False, alpha=0.1, colors=["k"])
+ax.set_title(f"{gm.n_components} components merged into 2 clusters: ARI {ari:.2f}")
+print(f"ARI with the moons: K=2 mixture {ari2:.2f}, merged K={gm.n_components} mixture {ari:.2f}")
+assert ari > 0.9 > ari2"""),
+    md("""
+## Hard vs soft assignment
+
+`predict` gives each point its most likely component; `predict_proba` gives the responsibilities
+(each row sums to 1). Summing the responsibilities of the components of each group gives a soft
+assignment to the two clusters. Many points are shared between two neighbouring components of
+the same moon, so they are uncertain about their *component* but certain about their *cluster*."""),
+    code("""
+proba = gm.predict_proba(X)                            # (N, K)
+cluster_proba = proba @ np.eye(2)[group]                # (N, 2): sum over each group's components
+unsure_component = proba.max(axis=1) < 0.9
+unsure_cluster = cluster_proba.max(axis=1) < 0.9
+print(f"max responsibility < 0.9: {unsure_component.sum()} points for the component, "
+      f"{unsure_cluster.sum()} for the cluster")
+assert np.array_equal(proba.argmax(axis=1), labels) and np.allclose(proba.sum(axis=1), 1)
+assert unsure_cluster.sum() < unsure_component.sum() / 4
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+for ax, p, name in [(axes[0], proba, "component"), (axes[1], cluster_proba, "cluster")]:
+    sc = ax.scatter(*X.T, c=p.max(axis=1), s=10, cmap="viridis", vmin=0.5, vmax=1)
+    ax.set_title(f"max responsibility of a {name}")
+plt.colorbar(sc, ax=axes, label="max responsibility");"""),
     md("## Sampling new points from the fitted mixture"),
     code("""
 X_new, comp = gm.sample(300)
@@ -170,7 +243,8 @@ ax.legend();"""),
     md("""
 ## Anomalies: the 4 % lowest densities
 
-`score_samples` is the log density; points below its 4th percentile are flagged."""),
+`score_samples` is the log density; points below its 4th percentile are flagged: the points
+farthest out from the curves."""),
     code("""
 densities = gm.score_samples(X)
 threshold = np.percentile(densities, 4)
@@ -178,36 +252,37 @@ anomalies = X[densities < threshold]
 ax = gplot.plot_density(gm, X=X, levels=15)
 ax.scatter(*anomalies.T, s=60, facecolors="none", edgecolors="red", label=f"{len(anomalies)} anomalies")
 ax.legend()
-ax.set_title("log density, 4th-percentile anomalies");"""),
+ax.set_title("log density, 4th-percentile anomalies")
+assert len(anomalies) == np.ceil(0.04 * (len(X) - 1))"""),
     md("""
-## How many components? BIC and AIC
+## Bayesian Gaussian mixture: the data switch components off
 
-`gm.bic(X)` / `gm.aic(X)` score one model. `gj.select_model` fits every K of a sweep in one
-compiled program (smaller K padded with masked components) and returns the table."""),
+`gj.BayesianGaussianMixture(n_components=10)` puts a Dirichlet-process (stick-breaking) prior on
+the weights; variational inference drives the weights of components the data do not support to
+≈ 0. All settings are scikit-learn's defaults — in particular `weight_concentration_prior` is
+1/K = 0.1; smaller values favour fewer active components, larger values more — except
+`max_iter`: variational EM converges more slowly than EM and the default 100 iterations stop
+short here, so the fit is given 500 and its convergence is checked. Only the active components
+(weight > 1 %) are drawn."""),
     code("""
-print(f"K=3: BIC={gm.bic(X):.1f}  AIC={gm.aic(X):.1f}")
-sel = gj.select_model(jax.random.key(0), X, range(1, 11), ("full",))
-for row in sel.rows():
-    print(f"K={row['n_components']:2d}  BIC={row['bic']:8.1f}  AIC={row['aic']:8.1f}")
-ax = gplot.plot_criterion(sel, criterion=["bic", "aic"])
-ax.set_title("BIC / AIC on two moons");"""),
-    md("""
-Both criteria prefer many more than 2 or 3 components because moons are not Gaussian: many
-small Gaussians follow the curves better. (For clustering, two moons need a non-Gaussian model; for *density
-estimation* the mixture with more components is the better model.)
-
-## Bayesian Gaussian mixture: unused components switched off
-
-`gj.BayesianGaussianMixture(n_components=10)` puts a Dirichlet-process prior on the weights;
-components that do not help get weights near 0."""),
-    code("""
-bgm = gj.BayesianGaussianMixture(n_components=10, max_iter=300, random_state=0,
-                                 weight_concentration_prior=0.01).fit(X)
+bgm = gj.BayesianGaussianMixture(n_components=10, max_iter=500, random_state=0).fit(X)
+active = bgm.weights_ > 0.01
+print(f"converged: {bgm.converged_} in {bgm.n_iter_} iterations")
 print("weights:", bgm.weights_.round(3))
-print("components with weight > 1 %:", int((bgm.weights_ > 0.01).sum()))
-ax = gplot.plot_ellipses(bgm, alpha=0.35, alpha_by_weight=True, label=False)
+print(f"active components: {active.sum()} of {bgm.n_components} (BIC chose {gm.n_components})")
+assert bgm.converged_ and 2 <= active.sum() < bgm.n_components
+
+p = gplot.to_params(bgm)
+p_active = p.replace(weights=p.weights[active], means=p.means[active],
+                     covariances=p.covariances[active],
+                     precisions_cholesky=p.precisions_cholesky[active])
+ax = gplot.plot_ellipses(p_active, alpha=0.3)
 ax.scatter(*X.T, s=6, color="k", alpha=0.4)
-ax.set_title("Bayesian mixture, opacity ∝ weight");"""),
+ax.set_title(f"Bayesian mixture: the {active.sum()} active components");"""),
+    md("""
+The Bayesian mixture settles on a number of components of the same order as BIC's, without a
+sweep over K; as with BIC, it models the density, and turning its components into two clusters
+takes a merging step like the one above."""),
 ]
 
 # ------------------------------------------------------------------------------------------- 03
@@ -240,7 +315,8 @@ all K and restarts in one `vmap`."""),
 t0 = time.perf_counter()
 sel = gj.select_model(jax.random.key(0), X, range(1, 7), gj.COVARIANCE_TYPES, "bic")
 print(f"{len(gj.COVARIANCE_TYPES) * 6} EM runs in {time.perf_counter() - t0:.1f} s (compile included)")
-print("best:", sel.best_covariance_type, "K =", sel.best_n_components)"""),
+print("best:", sel.best_covariance_type, "K =", sel.best_n_components)
+assert (sel.best_covariance_type, sel.best_n_components) == ("full", 3)   # the true model"""),
     md("## The four covariance types at K = 3"),
     code("""
 fig, axes = plt.subplots(2, 2, figsize=(10, 8), sharex=True, sharey=True)
@@ -251,12 +327,33 @@ for ax, ct in zip(axes.ravel(), gj.COVARIANCE_TYPES):
     i = sel.covariance_types.index(ct)
     ax.set_title(f"{ct}: BIC {sel.bic[i, 2]:.0f}, {int(sel.n_parameters[i, 2])} parameters")
 fig.tight_layout()"""),
-    md("## BIC and AIC against K"),
+    md("""
+## BIC and AIC against K
+
+One curve per covariance type; an open circle marks the lowest value of each curve, the star the
+lowest of all. BIC finds the true model, `full` with K = 3. The constrained types (tied, diag,
+spherical) reach their lowest criterion at a larger K, here still falling at K = 6, the end of the
+sweep (their circles sit there): they imitate the tilted, elongated clusters with extra
+components. AIC penalises parameters less and never prefers a smaller K than BIC."""),
     code("""
+from matplotlib.lines import Line2D
+
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-gplot.plot_criterion(sel, ax=axes[0], criterion="bic")
-gplot.plot_criterion(sel, ax=axes[1], criterion="aic")
-axes[0].set_title("BIC"); axes[1].set_title("AIC");"""),
+for ax, name in zip(axes, ["bic", "aic"]):
+    gplot.plot_criterion(sel, ax=ax, criterion=name)
+    handles, names = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], ls="", marker="o", ms=9, mfc="none", color="gray"))
+    ax.legend(handles, names + ["lowest of each curve"], fontsize=8)
+    ax.set_title(name.upper())
+
+ks = np.asarray(sel.n_components)
+k_min = {name: {ct: int(ks[np.argmin(getattr(sel, name)[i])]) for i, ct in enumerate(sel.covariance_types)}
+         for name in ("bic", "aic")}
+print("K at the lowest BIC:", k_min["bic"])
+print("K at the lowest AIC:", k_min["aic"])
+assert k_min["bic"]["full"] == 3
+assert all(k_min["bic"][ct] > 3 for ct in ("tied", "diag", "spherical"))
+assert all(k_min["aic"][ct] >= k_min["bic"][ct] for ct in sel.covariance_types)"""),
     code("""
 print(f"{'type':>9} {'K':>2} {'BIC':>9} {'AIC':>9} {'params':>6}")
 for r in sel.rows():
@@ -264,13 +361,16 @@ for r in sel.rows():
         print(f"{r['covariance_type']:>9} {r['n_components']:>2} {r['bic']:9.1f} {r['aic']:9.1f} {r['n_parameters']:6d}")"""),
     md("""
 The winner comes back as a fitted `GaussianMixture` (`sel.estimator`), ready to `predict`,
-`score_samples` or `sample`."""),
+`score_samples` or `sample`. Its clusters have (within a few points) the sizes of the three
+generating Gaussians, 160, 120 and 120."""),
     code("""
 best = sel.estimator
 ax = gplot.plot_density(best, X=X, levels=15)
 gplot.plot_ellipses(best, ax=ax, colors=["w"], alpha=0.2)
 ax.set_title(f"selected: {best.covariance_type}, K={best.n_components}")
-print("cluster sizes:", np.bincount(best.predict(X)))"""),
+sizes = np.bincount(best.predict(X))
+print("cluster sizes:", sizes)
+assert np.abs(np.sort(sizes) - [120, 120, 160]).max() <= 5"""),
 ]
 
 # ------------------------------------------------------------------------------------------- 04
@@ -280,8 +380,9 @@ NB04 = [
 # 4. A 1-D density: model selection, outliers, and GMM vs KDE
 
 Data from three Gaussians in one dimension. AIC/BIC choose the number of components; injected
-outliers are found by their log-likelihood (with the misses and false alarms counted); the
-mixture is compared with a Gaussian kernel density estimate."""),
+outliers are found by their log-likelihood (with the misses and false alarms counted), and the
+mixture is refitted without them; the mixture is compared with a Gaussian kernel density
+estimate. Every claim in the text is checked by an `assert` in the cell below it."""),
     code(SETUP + "\nfrom scipy.stats import norm"),
     code("""
 rng = np.random.default_rng(4)
@@ -295,41 +396,62 @@ def draw(n):
     return rng.normal(true_mu[comp], true_sd[comp])[:, None]
 
 X = draw(500)
-X_test = draw(500)
+X_test = draw(500)     # held out, for comparing the models
 print(X.shape)"""),
     md("## AIC and BIC against K"),
     code("""
 sel = gj.select_model(jax.random.key(0), X, range(1, 7), ("full",))
 ax = gplot.plot_criterion(sel, criterion=["bic", "aic"])
 ax.set_title("1-D three Gaussians")
+k_aic = int(np.asarray(sel.n_components)[np.argmin(sel.aic[0])])
 print("BIC picks K =", sel.best_n_components)
-print("AIC picks K =", int(np.asarray(sel.n_components)[np.argmin(sel.aic[0])]))"""),
+print("AIC picks K =", k_aic)
+assert sel.best_n_components == k_aic == 3"""),
     code("""
 gm = sel.estimator
 grid = np.linspace(-7, 8, 400)
 ax = gplot.plot_density_1d(gm, X=X, xlim=(-7, 8))
 ax.plot(grid, true_density(grid), "k:", lw=2, label="true density")
 ax.legend(fontsize=8)
-print("fitted weights", gm.weights_.round(3), "means", gm.means_.ravel().round(2))"""),
+order = np.argsort(gm.means_.ravel())
+print("fitted weights", gm.weights_[order].round(3), "means", gm.means_.ravel()[order].round(2),
+      "sd", np.sqrt(gm.covariances_.ravel()[order]).round(2))
+assert np.abs(gm.means_.ravel()[order] - true_mu).max() < 0.3"""),
     md("""
 ## Injected outliers, found by log-likelihood
 
-Twenty points drawn uniformly over [−15, 15] are added. A fresh mixture is fitted on the
-contaminated data and the rows below the 4 % log-likelihood percentile are flagged. Outliers that
-land inside the bulk of the data cannot be told apart from it (misses); a few genuine points in
-the tails are flagged (false alarms)."""),
+Twenty points drawn uniformly over [−15, 15] are added. `GaussianMixtureOutlierDetector` fits a
+mixture on the contaminated data and flags the rows below the 4th percentile of their
+log-likelihoods. A percentile threshold flags a quota: 4 % of the 520 rows, whatever they are.
+Outliers that land inside the bulk of the data cannot be told apart from it (misses), so the
+quota is filled with the most extreme genuine points (false alarms). The ranking itself is right:
+every missed outlier sits where the true density is higher than at every false alarm."""),
     code("""
 n_out = 20
 outliers = rng.uniform(-15, 15, size=(n_out, 1))
 X_all = np.vstack([X, outliers])
 is_out = np.r_[np.zeros(len(X), bool), np.ones(n_out, bool)]
 
-det = gj.GaussianMixtureOutlierDetector(3, contamination=0.04, random_state=0, n_init=3)
-flag = det.fit_predict(X_all) == -1
+def report(det, name):
+    flag = det.labels_ == -1
+    tp, fn, fp = int((flag & is_out).sum()), int((~flag & is_out).sum()), int((flag & ~is_out).sum())
+    print(f"{name}: flagged {flag.sum()} of {len(X_all)}: {tp} true outliers found, {fn} missed, {fp} false alarms")
+    return flag
+
+det = gj.GaussianMixtureOutlierDetector(3, contamination=0.04, random_state=0, n_init=3).fit(X_all)
+flag = report(det, "one fit")
 scores = det.training_scores_
-tp, fn, fp = int((flag & is_out).sum()), int((~flag & is_out).sum()), int((flag & ~is_out).sum())
-print(f"flagged {flag.sum()}: {tp} true outliers found, {fn} missed, {fp} false alarms")
-print("missed outliers at x =", np.sort(X_all[~flag & is_out, 0]).round(2))"""),
+# where the true density ranks among the genuine points (0 = the least likely genuine point)
+true_d = true_density(X_all[:, 0])
+rank = np.array([(true_d[~is_out] < v).mean() for v in true_d])
+print("missed outliers at x =", np.sort(X_all[~flag & is_out, 0]).round(2))
+print("false alarms at x    =", np.sort(X_all[flag & ~is_out, 0]).round(2))
+assert flag.sum() == np.ceil(0.04 * (len(X_all) - 1))        # the quota
+# every miss lies inside the range of the data, and is more likely under the true density than
+# every false alarm; every false alarm is among the 5 % least likely genuine points
+assert (X.min() < X_all[~flag & is_out, 0]).all() and (X_all[~flag & is_out, 0] < X.max()).all()
+assert rank[~flag & is_out].min() > rank[flag & ~is_out].max()
+assert (rank[flag & ~is_out] < 0.05).all()"""),
     code("""
 fig, ax = plt.subplots(figsize=(9, 3.5))
 ax.scatter(X_all[~is_out, 0], scores[~is_out], s=6, color="gray", label="data")
@@ -340,23 +462,62 @@ ax.axhline(det.offset_, color="k", ls="--", lw=1, label="threshold (4th percenti
 ax.set(xlabel="x", ylabel="log-likelihood")
 ax.legend(fontsize=7, loc="lower center");"""),
     md("""
+### Refit on the inliers
+
+The outliers also distort the mixture itself: to give them some density the fit widens its
+components. `refit_on_inliers=True` is the recipe for this case: fit, drop the flagged rows, fit
+again on the rest, and recompute the threshold on all rows under the refitted mixture. The
+refitted components are close to the true ones, and the refitted model predicts clean held-out
+data better. The quota, and here the flagged rows' counts, stay the same."""),
+    code("""
+det_refit = gj.GaussianMixtureOutlierDetector(3, contamination=0.04, random_state=0, n_init=3,
+                                              refit_on_inliers=True).fit(X_all)
+report(det_refit, "refit on inliers")
+
+def sorted_sd(mixture):
+    return np.sqrt(mixture.covariances_.ravel()[np.argsort(mixture.means_.ravel())])
+
+for name, d in [("one fit", det), ("refit", det_refit)]:
+    print(f"{name:>8}: sd {sorted_sd(d.mixture_).round(2)} (true {true_sd}); "
+          f"held-out log-likelihood {d.mixture_.score_samples(X_test).mean():.4f}")
+err = {name: np.abs(sorted_sd(d.mixture_) - true_sd).max() for name, d in [("one", det), ("refit", det_refit)]}
+assert err["refit"] < err["one"] / 2
+assert det_refit.mixture_.score_samples(X_test).mean() > det.mixture_.score_samples(X_test).mean()"""),
+    md("""
 ## GMM vs KDE
 
-A Gaussian KDE puts a small Gaussian on every training point (`gj.KernelDensity`, evaluated on
-the device in chunks). With a well-chosen bandwidth it is close to the truth too, but it needs all
-500 points at prediction time where the mixture needs 8 numbers. Held-out log-likelihood
-compares them."""),
+A Gaussian KDE puts a small Gaussian of standard deviation h (the bandwidth) on every training
+point (`gj.KernelDensity`, evaluated on the device in chunks). `bandwidth="silverman"` is
+Silverman's rule as scikit-learn computes it, (n (d + 2) / 4)^(−1/(d+4)): it depends only on the
+number of rows, not on the data's spread (standardise the data first when its scale is far from
+1). Here a bandwidth can also be chosen by the likelihood of the separate validation draw. The
+mixture needs 8 numbers (3 weights summing to 1, 3 means, 3 variances) where the KDE keeps all
+500 points; on held-out data the mixture, which has the true model's form, is the closest to the
+truth."""),
     code("""
-bw = 1.06 * X.std() * len(X) ** (-1 / 5)     # Silverman's rule of thumb, scaled by the spread
-kde = gj.KernelDensity(bandwidth=bw).fit(X)
-kde_narrow = gj.KernelDensity(bandwidth=bw / 5).fit(X)
-for name, model in [("GMM (K=%d)" % gm.n_components, gm), (f"KDE h={bw:.2f}", kde), (f"KDE h={bw / 5:.2f}", kde_narrow)]:
-    print(f"{name:>12}: held-out mean log-likelihood {model.score_samples(X_test).mean():.4f}")
-print(f"{'truth':>12}: {np.log(true_density(X_test[:, 0])).mean():.4f}")
+X_val = draw(500)      # a validation draw, for choosing the bandwidth
+kde = gj.KernelDensity(bandwidth="silverman").fit(X)
+h_silverman = kde.bandwidth_
+candidates = h_silverman * np.array([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0])
+val_ll = [gj.KernelDensity(bandwidth=h).fit(X).score_samples(X_val).mean() for h in candidates]
+h_val = float(candidates[int(np.argmax(val_ll))])
+kde_val = gj.KernelDensity(bandwidth=h_val).fit(X)
+kde_wide = gj.KernelDensity(bandwidth=3 * h_silverman).fit(X)
+held_out = {f"GMM (K={gm.n_components})": gm.score_samples(X_test).mean(),
+            f"KDE silverman h={h_silverman:.2f}": kde.score_samples(X_test).mean(),
+            f"KDE validated h={h_val:.2f}": kde_val.score_samples(X_test).mean(),
+            f"KDE wide h={3 * h_silverman:.2f}": kde_wide.score_samples(X_test).mean(),
+            "truth": np.log(true_density(X_test[:, 0])).mean()}
+for name, ll in held_out.items():
+    print(f"{name:>24}: held-out mean log-likelihood {ll:.4f}")
+ll = list(held_out.values())
+assert ll[0] > max(ll[1:4])               # the mixture beats every KDE
+assert ll[4] > ll[0]                      # and the truth beats the mixture
+assert ll[3] < min(ll[1], ll[2])          # a too-wide kernel over-smooths the three modes
 
 ax = gplot.plot_density_1d(gm, X=X, xlim=(-7, 8), components=False, label="GMM")
-gplot.plot_density_1d(kde, ax=ax, xlim=(-7, 8), label=f"KDE h={bw:.2f}")
-gplot.plot_density_1d(kde_narrow, ax=ax, xlim=(-7, 8), label=f"KDE h={bw / 5:.2f}", lw=0.8)
+gplot.plot_density_1d(kde, ax=ax, xlim=(-7, 8), label=f"KDE h={h_silverman:.2f} (silverman)", lw=0.8)
+gplot.plot_density_1d(kde_wide, ax=ax, xlim=(-7, 8), label=f"KDE h={3 * h_silverman:.2f}")
 ax.plot(grid, true_density(grid), "k:", lw=2, label="true")
 ax.legend(fontsize=8);"""),
 ]
@@ -395,7 +556,9 @@ fit16 = lambda: gj.fit(jax.random.key(0), X, 6, n_init=16, init="random_from_dat
 res, t_first = timed(fit16)
 res, t_second = timed(fit16)
 print(f"16 restarts: first call {t_first:.2f} s (with compile), second {t_second * 1e3:.0f} ms")
+assert t_second < t_first
 bounds = np.asarray(res.restart_lower_bounds)
+assert float(res.lower_bound) == bounds.max()      # the best restart is picked
 print("per-restart mean log-likelihood:", np.sort(bounds).round(3))
 plt.hist(bounds, bins=12); plt.axvline(float(res.lower_bound), color="r", label="picked")
 plt.xlabel("final lower bound"); plt.ylabel("restarts"); plt.legend();"""),
@@ -404,8 +567,8 @@ plt.xlabel("final lower bound"); plt.ylabel("restarts"); plt.legend();"""),
 
 `gj.fit` is a pure function, so `jax.vmap` turns it into a batch of fits: one compiled program
 for a thousand mixtures. `gj.pad_datasets` stacks ragged datasets, padding with zero-weight rows
-(`gj.fit_many(key, datasets, K)` does the padding and the `vmap` in one call). Here, 1000 small 2-D datasets of two clusters whose
-separation varies; each fit recovers its own separation."""),
+(`gj.fit_many(key, datasets, K)` does the padding and the `vmap` in one call). Here, 1000 small
+2-D datasets of 64 points in two unit-variance clusters whose separation varies from 1 to 6."""),
     code("""
 B, n = 1000, 64
 sep = rng.uniform(1.0, 6.0, B)
@@ -422,7 +585,8 @@ print(f"{B} fits: first call {t_first:.2f} s, second {t_second:.2f} s "
       f"({t_second / B * 1e6:.0f} µs per fit)")
 means = np.asarray(many.params.means)
 est_sep = np.abs(means[:, 0, 0] - means[:, 1, 0])
-print("converged:", int(np.asarray(many.converged).sum()), "of", B)"""),
+print("converged:", int(np.asarray(many.converged).sum()), "of", B)
+assert t_second < t_first"""),
     code("""
 from sklearn.mixture import GaussianMixture as SkGM
 t0 = time.perf_counter()
@@ -430,10 +594,35 @@ for b in range(50):
     SkGM(2, covariance_type="diag", random_state=b).fit(data[b])
 t_sk = (time.perf_counter() - t0) / 50
 print(f"scikit-learn, one fit at a time: {t_sk * 1e3:.1f} ms per fit -> ~{t_sk * B:.1f} s for {B}")
+print(f"gmmjax, first call (compile included): {t_first:.2f} s = {t_sk * B / t_first:.1f}x faster "
+      f"than the scikit-learn loop; repeated call: {t_second:.2f} s = {t_sk * B / t_second:.0f}x")
+assert t_second < t_sk * B
 
 plt.scatter(sep, est_sep, s=4, alpha=0.5)
 plt.plot([1, 6], [1, 6], "k--", lw=1)
-plt.xlabel("true separation"); plt.ylabel("fitted |μ₁ − μ₂|"); plt.title(f"{B} fits in one program");"""),
+plt.xlabel("true separation"); plt.ylabel("fitted |μ₁ − μ₂|"); plt.title(f"{B} fits in one program")
+rel_err = np.abs(est_sep - sep) / sep
+far, near = sep > 3.5, sep < 2.0
+print(f"median relative error of the fitted separation: {np.median(rel_err[far]):.2f} above 3.5, "
+      f"{np.median(rel_err[near]):.2f} below 2")
+assert np.median(rel_err[far]) < 0.1 < np.median(rel_err[near])
+small = sep < 1.5
+assert ((est_sep > sep + 0.5) & small).any() and ((est_sep < 0.3) & small).any()"""),
+    md("""
+How to read these times. The first call pays for tracing and compiling the vmapped program
+(seconds on a CPU), so for *one* batch of tiny fits its lead over scikit-learn's loop is far
+smaller than the repeated call's, and on a fast idle CPU the two can be close: the printed ratios
+are those of the machine that ran the notebook. The compile
+is paid once per shape (and per static option): every further call with the same shapes — the
+next batch, a bootstrap, a sweep over data sets — costs only the repeated-call time, which is
+far below the loop's. On a GPU the batch runs in parallel as well.
+
+The scatter plot shows what the fits find. Clusters separated by more than about 3 standard
+deviations are recovered: the points follow the diagonal (the median relative error of the fitted
+separation is printed above). Below about 2.5 the two clusters overlap into one blob, and the
+fitted separation no longer follows the true one: the two components split the blob wherever its
+64 points happen to spread most, along x (points well above the diagonal) or along y (points near
+0, since the separation is measured along x)."""),
     md("""
 ## A sharded fit
 
@@ -445,8 +634,9 @@ mesh = gj.distributed.data_mesh(4)
 res_sharded = gj.fit(jax.random.key(0), X, 6, n_init=16, init="random_from_data", mesh=mesh)
 print("mesh:", dict(mesh.shape))
 print("n_iter sharded / single device:", int(res_sharded.n_iter), int(res.n_iter))
-print("max |Δ mean| between the sharded and the single-device fit above:",
-      float(np.abs(np.asarray(res_sharded.params.means) - np.asarray(res.params.means)).max()))
+max_diff = float(np.abs(np.asarray(res_sharded.params.means) - np.asarray(res.params.means)).max())
+print("max |Δ mean| between the sharded and the single-device fit above:", max_diff)
+assert int(res_sharded.n_iter) == int(res.n_iter) and max_diff < 1e-3
 ax = gplot.plot_ellipses(res_sharded.params, label=False)
 ax.scatter(*X.T, s=2, color="k", alpha=0.3); ax.set_title("fit sharded over 4 devices");"""),
     md("""

@@ -74,8 +74,14 @@ def test_bad_contamination(bad):
 def test_fit_outlier_detector_recipe(x64, blobs):
     key = jax.random.key(0)
     init = gmmjax.from_precisions(WEIGHTS, MEANS, PRECISIONS)   # (the estimator tests' program)
-    res, offset, scores = fit_outlier_detector(key, blobs, 2, contamination=0.1,
-                                               refit_on_inliers=True, init=init)
+    out = fit_outlier_detector(key, blobs, 2, contamination=0.1, refit_on_inliers=True,
+                               init=init)
+    res, offset, scores = out                        # unpacks as a 3-tuple
+    assert out._fields == ("fit_result", "offset", "scores")
+    assert out.fit_result is res and out.offset is offset and out.scores is scores
+    assert out.params is res.params
+    np.testing.assert_array_equal(np.asarray(out.labels),
+                                  np.where(np.asarray(scores) < float(offset), -1, 1))
     # the same recipe by hand
     first = gmmjax.fit(key, blobs, 2, init=init)
     s0 = gmmjax.log_prob(first.params, blobs)

@@ -101,8 +101,32 @@ class GaussianMixture(BaseMixtureEstimator):
     """Gaussian mixture fitted by EM on the JAX engine; a drop-in for
     ``sklearn.mixture.GaussianMixture`` (same parameters, attributes, methods and errors).
 
-    Parameters are scikit-learn's; after them, gmmjax extensions: ``chunk_size`` (rows per chunk
-    of the statistics, bounding memory; None = automatic). ``fit`` also accepts ``sample_weight``.
+    Parameters (scikit-learn's, same defaults and validation; [gmmjax] marks additions):
+
+    * ``n_components`` (int, 1): number of mixture components K.
+    * ``covariance_type`` ("full"): "full" (one (D, D) matrix per component), "tied" (one
+      shared matrix), "diag" (a (D,) variance vector per component) or "spherical" (one variance
+      per component).
+    * ``tol`` (1e-3): EM stops when the change of the mean log-likelihood lower bound is < tol.
+    * ``reg_covar`` (1e-6): added to the covariance diagonals (keeps them positive definite).
+    * ``max_iter`` (100): EM iterations per restart.
+    * ``n_init`` (1): restarts; the one with the highest lower bound is kept. [gmmjax] They run
+      at once in one vmapped program.
+    * ``init_params`` ("kmeans"): "kmeans", "k-means++", "random" or "random_from_data".
+      [gmmjax] All run on the device; see the differences below.
+    * ``weights_init`` (K,), ``means_init`` (K, D), ``precisions_init`` (shape per covariance
+      type): user-given initial parameters (None: drawn by ``init_params``).
+    * ``random_state`` (None, int or RandomState): seeds the initialisation and ``sample``.
+      [gmmjax] Mapped to a JAX key; restart i uses ``fold_in(key, i)``.
+    * ``warm_start`` (False): start each ``fit`` from the previous solution (then ``n_init`` is
+      ignored).
+    * ``verbose`` (0), ``verbose_interval`` (10): progress printing. [gmmjax] Printed after the
+      compiled run (see below).
+    * ``chunk_size`` (None) [gmmjax]: rows per chunk of the E-step statistics, bounding memory at
+      O(chunk_size·K·D); None picks a cache-sized chunk.
+
+    ``fit(X, y=None, sample_weight=None)``: [gmmjax] ``sample_weight`` (n_samples,) are frequency
+    weights (integer weights ≡ repeated rows).
 
     Attributes: ``weights_``, ``means_``, ``covariances_``, ``precisions_``,
     ``precisions_cholesky_`` (upper-triangular U, precision = U Uᵀ), ``converged_``, ``n_iter_``,
