@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import digamma, gammaln
 
+from .compile_cache import cached_jit
 from .covariance import get_covariance_model
 from .em import Status, run_loop
 from .fit import auto_chunk_size, best_restart, bucket_rows
@@ -355,7 +356,7 @@ def _one_restart(key, init_value, x, w, priors, tol, reg_covar, prev_bound, *, n
     return loop._replace(status=status)
 
 
-@functools.partial(jax.jit, static_argnames=("n_components", "covariance_type", "weight_type",
+@functools.partial(cached_jit, static_argnames=("n_components", "covariance_type", "weight_type",
                                              "init", "n_init", "max_iter", "chunk_size"))
 def _bayesian_program(key, x, w, init_value, prior_args, tol, reg_covar, prev_bound, *,
                       n_components, covariance_type, weight_type, init, n_init, max_iter,
@@ -553,7 +554,7 @@ def _log_resp_norm(post: BayesianParams, x: jax.Array):
     return log_resp_and_norm(weighted_log_prob(post, x, shift=jnp.mean(post.means, axis=0)))
 
 
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
+@functools.partial(cached_jit, static_argnames=("chunk_size",))
 def evaluate(post: BayesianParams, x: jax.Array, chunk_size: int | None = None):
     """(log responsibilities (N, K), log-sum-exp (N,)) for rows x, chunked. One program serves
     ``log_prob``, ``predict*`` and the estimator's methods."""

@@ -7,6 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from .compile_cache import cached_jit
 from .covariance import get_covariance_model
 from .em import FitResult, LoopState, Status, em_step, run_loop
 from .init import initialize
@@ -79,7 +80,7 @@ def best_restart(lower_bounds: jax.Array, status: jax.Array) -> jax.Array:
     return jnp.argmax(jnp.where(failed | jnp.isnan(lower_bounds), -jnp.inf, lower_bounds))
 
 
-@functools.partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "n_init",
+@functools.partial(cached_jit, static_argnames=("n_components", "covariance_type", "init", "n_init",
                                              "max_iter", "chunk_size"))
 def _fit_program(key, x, w, init_params, tol, reg_covar, prev_bound=None, *, n_components,
                  covariance_type, init, n_init, max_iter, chunk_size):

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .compile_cache import cached_jit
 from .covariance import COVARIANCE_TYPES, get_covariance_model
 from .density import log_prob
 from .em import LoopState, Status, em_step, run_loop
@@ -149,7 +150,7 @@ def _masked_restart(key, n_live, x, w, tol, reg_covar, *, k_max, covariance_type
     return loop._replace(status=status), chunked_sum(total_ll, x, w, chunk_size)
 
 
-@functools.partial(jax.jit, static_argnames=("k_max", "n_init", "covariance_type", "init",
+@functools.partial(cached_jit, static_argnames=("k_max", "n_init", "covariance_type", "init",
                                              "max_iter", "chunk_size"))
 def _sweep_program(key, x, w, ks, tol, reg_covar, *, k_max, n_init, covariance_type, init,
                    max_iter, chunk_size):

@@ -12,10 +12,11 @@ from sklearn.utils import check_array
 from sklearn.utils._param_validation import StrOptions
 
 from ..covariance import COVARIANCE_TYPES, get_covariance_model
+from ..compile_cache import cached_jit
+from ..density import evaluate, evaluation_params
 from ..fit import auto_chunk_size, fit
 from ..init import initialize
 from ..params import MixtureParams, from_precisions
-from ..stats import chunked_map, log_resp_and_norm, weighted_log_prob
 from ._base import FLOAT32_HINT, ILL_DEFINED_MESSAGE, BaseMixtureEstimator, pad_rows, x64_scope
 
 __all__ = ["GaussianMixture"]
@@ -74,7 +75,7 @@ def _check_precisions(precisions, covariance_type: str, n_components: int,
 
 # ---------------------------------------------------------------------- compiled helpers
 
-@functools.partial(jax.jit, static_argnames=("n_components", "covariance_type", "method",
+@functools.partial(cached_jit, static_argnames=("n_components", "covariance_type", "method",
                                              "n_init", "chunk_size"))
 def _initial_params(key, x, w, reg_covar, *, n_components, covariance_type, method, n_init,
                     chunk_size):
@@ -86,13 +87,6 @@ def _initial_params(key, x, w, reg_covar, *, n_components, covariance_type, meth
     params, ok = jax.vmap(lambda k: initialize(k, xs, w, n_components, covariance_type, method,
                                                reg_covar, chunk_size))(keys)
     return params.replace(means=params.means + shift), ok
-
-
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
-def _log_resp_norm(params, x, chunk_size):
-    shift = jnp.mean(params.means, axis=0)
-    return chunked_map(lambda xc: log_resp_and_norm(weighted_log_prob(params, xc, shift)), x,
-                       chunk_size)
 
 
 # ---------------------------------------------------------------------- the estimator
@@ -235,7 +229,9 @@ class GaussianMixture(BaseMixtureEstimator):
         chunk = self.chunk_size
         if chunk is None:   # bounded memory for large N, as in fit
             chunk = auto_chunk_size(x.shape[0], self.n_components, x.shape[1])
-        return _log_resp_norm(self._get_state().astype(x.dtype), x, chunk)
+        params = MixtureParams(self.weights_, self.means_, self.covariances_,
+                               self.precisions_cholesky_, self.covariance_type)
+        return evaluate(evaluation_params(params, x.dtype), x, chunk)
 
     # ------------------------------------------------------------------ gmmjax extensions
 
