@@ -272,6 +272,42 @@ def render(workflows: dict, imports: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+def warm_overhead(repeats: int = 3, calls: int = 20) -> dict:
+    """Warm per-call time with the compile cache on vs off (same process, interleaved; median
+    of ``repeats`` blocks of ``calls``), for the calls of the classic workflow. -> seconds."""
+    import jax
+    from gmmjax import GaussianMixture, compile_cache, fit, log_prob
+    x1, moons = three_gaussians_1d(4600), two_moons(1000)
+    gm = GaussianMixture(3, n_init=3, random_state=0).fit(x1)
+    key = jax.random.PRNGKey(0)
+    ops = {"GaussianMixture.fit (K=3, n_init=3, N=4600)":
+           lambda: GaussianMixture(3, n_init=3, random_state=0).fit(x1),
+           "score_samples (N=4600)": lambda: gm.score_samples(x1),
+           "predict_proba (N=1000)": lambda: gm.predict_proba(moons[:, :1]),
+           "gmmjax.fit (K=3, N=1000, D=2)":
+           lambda: jax.block_until_ready(fit(key, moons, 3, n_init=2)),
+           "log_prob (N=1000, D=2)": lambda: jax.block_until_ready(log_prob(gm.params_, x1[:1000]))}
+    out = {}
+    try:
+        for name, op in ops.items():
+            times = {True: [], False: []}
+            for on in (True, False):
+                compile_cache.configure(enabled=on)
+                op()                                    # compile / load outside the timing
+            for _ in range(repeats):
+                for on in (True, False):
+                    compile_cache.configure(enabled=on)
+                    start = time.perf_counter()
+                    for _ in range(calls):
+                        op()
+                    times[on].append((time.perf_counter() - start) / calls)
+            on, off = float(np.median(times[True])), float(np.median(times[False]))
+            out[name] = {"cache_on_s": on, "cache_off_s": off, "ratio": on / off}
+    finally:
+        compile_cache.configure()
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.workflow")
     ap.add_argument("--lib", choices=["sklearn", "gmmjax"],
@@ -280,7 +316,14 @@ def main(argv=None) -> None:
     ap.add_argument("--tiny", action="store_true", help="the small test version")
     ap.add_argument("--all", action="store_true",
                     help="run every workflow side by side in fresh processes and print a table")
+    ap.add_argument("--warm-overhead", action="store_true",
+                    help="warm per-call time with the compile cache on vs off, then exit")
     args = ap.parse_args(argv)
+    if args.warm_overhead:
+        for name, r in warm_overhead().items():
+            print(f"{name:45s} on {r['cache_on_s'] * 1e3:8.3f} ms  off {r['cache_off_s'] * 1e3:8.3f}"
+                  f" ms  ratio {r['ratio']:.3f}")
+        return
     if args.lib:
         print(json.dumps(run_one(args.lib, args.workflow, args.tiny)))
         return

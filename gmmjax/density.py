@@ -77,14 +77,14 @@ def evaluate_rows(params: MixtureParams, x, chunk_size: int | None = None):
     """:func:`evaluate` of concrete rows through the shared program: rows padded to
     :func:`eval_rows`, parameters in :func:`evaluation_params` form. -> the padded outputs
     (the first ``x.shape[0]`` rows are the answer; the caller slices, on the host if it can)."""
+    x = np.asarray(x)
     n, d = x.shape
     params = evaluation_params(params, x.dtype)
     if chunk_size is None:
         chunk_size = auto_chunk_size(n, params.n_components, d)
     rows = eval_rows(n, chunk_size)
     if rows != n:
-        x = (np.concatenate if isinstance(x, np.ndarray) else jnp.concatenate)(
-            [x, np.zeros((rows - n, d), x.dtype)])
+        x = np.concatenate([x, np.zeros((rows - n, d), x.dtype)])
     return evaluate(params, x, chunk_size)
 
 
@@ -103,40 +103,54 @@ def _checked(params: MixtureParams, X) -> jax.Array:
     return x.astype(jnp.result_type(x.dtype, params.means.dtype))
 
 
-def _log_resp_and_norm(params: MixtureParams, X, chunk_size: int | None):
+def _evaluated(params: MixtureParams, X, chunk_size: int | None):
+    """(log_resp, log density, traced). Concrete input: NumPy arrays of the real rows (the
+    host slices and transforms them: no eager XLA op, so no compile per N); traced: jax."""
     x = _checked(params, X)
     chunk = _auto_chunk(params, x, chunk_size)
     if _traced(params, x):
-        return evaluate(params, x, chunk)
+        return (*evaluate(params, x, chunk), True)
     n = x.shape[0]
-    log_resp, norm = evaluate_rows(params, x, chunk)
-    return (log_resp, norm) if log_resp.shape[0] == n else (log_resp[:n], norm[:n])
+    log_resp, norm = jax.device_get(evaluate_rows(params, np.asarray(x), chunk))
+    return log_resp[:n], norm[:n], False
+
+
+def _out(a: np.ndarray, traced: bool) -> jax.Array:
+    return a if traced else jax.device_put(
+        a.astype(jax.dtypes.canonicalize_dtype(a.dtype), copy=False))
 
 
 def log_prob(params: MixtureParams, X, *, chunk_size: int | None = None) -> jax.Array:
     """(N,) log density log Σ_k π_k N(x | μ_k, Σ_k) (sklearn's ``score_samples``)."""
-    return _log_resp_and_norm(params, X, chunk_size)[1]
+    _, norm, traced = _evaluated(params, X, chunk_size)
+    return _out(norm, traced)
 
 
 def predict_log_proba(params: MixtureParams, X, *, chunk_size: int | None = None) -> jax.Array:
     """(N, K) log responsibilities."""
-    return _log_resp_and_norm(params, X, chunk_size)[0]
+    log_resp, _, traced = _evaluated(params, X, chunk_size)
+    return _out(log_resp, traced)
 
 
 def predict_proba(params: MixtureParams, X, *, chunk_size: int | None = None) -> jax.Array:
     """(N, K) responsibilities p(k | x); rows sum to 1."""
-    return jnp.exp(predict_log_proba(params, X, chunk_size=chunk_size))
+    log_resp, _, traced = _evaluated(params, X, chunk_size)
+    return jnp.exp(log_resp) if traced else _out(np.exp(log_resp), traced)
 
 
 def predict(params: MixtureParams, X, *, chunk_size: int | None = None) -> jax.Array:
     """(N,) most probable component (ties -> lowest index)."""
-    return jnp.argmax(predict_log_proba(params, X, chunk_size=chunk_size), axis=1)
+    log_resp, _, traced = _evaluated(params, X, chunk_size)
+    return jnp.argmax(log_resp, axis=1) if traced else _out(np.argmax(log_resp, axis=1), traced)
 
 
 @cached_jit(static_argnames=("rows",))
-def _sample(key, params, n_samples, rows):
+def _sample(key, params, n_samples, salt, rows):
     """``rows`` draws, of which the first ``n_samples`` (an operand) are real and sorted by
-    label; the rest pad (so nearby sample sizes share a program)."""
+    label; the rest pad (so nearby sample sizes share a program). ``salt``: None, or an int
+    folded into the key first."""
+    if salt is not None:
+        key = jax.random.fold_in(key, salt)
     label_key, noise_key = jax.random.split(key)
     labels = jax.random.categorical(label_key, jnp.log(params.weights), shape=(rows,))
     labels = jnp.sort(jnp.where(jnp.arange(rows) < n_samples, labels, params.n_components))
@@ -146,13 +160,16 @@ def _sample(key, params, n_samples, rows):
     return params.means[labels] + model.noise_transform(z, labels, params.precisions_cholesky), labels
 
 
-def sample_rows(key: jax.Array, params: MixtureParams, n_samples: int):
+def sample_rows(key: jax.Array, params: MixtureParams, n_samples: int, salt: int | None = None):
     """(X, labels) of :func:`sample` with concrete params padded to :func:`eval_rows` rows and
     in :func:`evaluation_params` form (one program for nearby sizes and every type); the first
-    ``n_samples`` rows are the draws. Traced params draw exactly ``n_samples`` rows."""
+    ``n_samples`` rows are the draws (from ``fold_in(key, salt)`` when a salt is given). Traced
+    params draw exactly ``n_samples`` rows."""
+    salt = None if salt is None else np.uint32(salt)
     if _traced(key, params):
-        return _sample(key, params, n_samples, rows=n_samples)
-    return _sample(key, evaluation_params(params), n_samples, rows=eval_rows(n_samples))
+        return _sample(key, params, n_samples, salt, rows=n_samples)
+    return _sample(key, evaluation_params(params), np.int32(n_samples), salt,
+                   rows=eval_rows(n_samples))
 
 
 def sample(key: jax.Array, params: MixtureParams, n_samples: int) -> tuple[jax.Array, jax.Array]:
@@ -163,4 +180,7 @@ def sample(key: jax.Array, params: MixtureParams, n_samples: int) -> tuple[jax.A
     check_params(params)
     n = check_int(n_samples, "n_samples", 1)
     x, labels = sample_rows(key, params, n)
-    return (x, labels) if x.shape[0] == n else (x[:n], labels[:n])
+    if x.shape[0] == n:
+        return x, labels
+    x, labels = jax.device_get((x, labels))         # slice on the host: no compile per n
+    return jax.device_put(x[:n]), jax.device_put(labels[:n])

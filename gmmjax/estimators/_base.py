@@ -84,7 +84,10 @@ def random_key(random_state, salt: int | None = None) -> jax.Array:
         seed = int(random_state)
     else:
         seed = int(check_random_state(random_state).randint(0, 2**32, dtype=np.uint64))
-    key = jax.random.PRNGKey(np.uint32(seed))
+    if jax.config.jax_default_prng_impl == "threefry2x32" and not jax.config.jax_enable_custom_prng:
+        key = np.array([0, seed], np.uint32)   # == PRNGKey(uint32 seed), without an XLA compile
+    else:  # pragma: no cover - another PRNG implementation configured by the user
+        key = jax.random.PRNGKey(np.uint32(seed))
     if salt is not None:
         key = jax.random.fold_in(key, salt)
     return key
@@ -279,7 +282,7 @@ class BaseMixtureEstimator(DensityMixin, BaseEstimator):
         n = X.shape[0]
         with x64_scope(dtype):
             x = np.asarray(X, dtype)
-            x = jnp.asarray(np.concatenate([x, np.zeros((eval_rows(n) - n, x.shape[1]), dtype)]))
+            x = jax.device_put(np.concatenate([x, np.zeros((eval_rows(n) - n, x.shape[1]), dtype)]))
             log_resp, norm = self._log_resp_and_norm(x)
             return (np.asarray(log_resp, dtype)[:n], np.asarray(norm, dtype)[:n])
 
@@ -323,7 +326,7 @@ class BaseMixtureEstimator(DensityMixin, BaseEstimator):
         dtype = self._fitted_dtype()
         with x64_scope(dtype):
             params = evaluation_params(self._sampling_params(), dtype)
-            x, y = sample_rows(random_key(self.random_state, _SAMPLE_SALT), params, n)
+            x, y = sample_rows(random_key(self.random_state), params, n, salt=_SAMPLE_SALT)
             return np.asarray(x, np.float64)[:n], np.asarray(y, np.int64)[:n]
 
     # ------------------------------------------------------------------ verbose

@@ -199,7 +199,7 @@ class GaussianMixture(BaseMixtureEstimator):
         chunk = (self.chunk_size if self.chunk_size is not None
                  else auto_chunk_size(n, self.n_components, d))
         x, w = pad_rows(X, sample_weight, chunk)
-        x, w = jnp.asarray(x), jnp.asarray(w)
+        x, w = jax.device_put(x), jax.device_put(w)     # (jnp.asarray compiles a copy)
         common = dict(covariance_type=self.covariance_type, max_iter=max_iter, tol=self.tol,
                       reg_covar=self.reg_covar, sample_weight=w, chunk_size=chunk)
         if init is not None:
@@ -220,10 +220,9 @@ class GaussianMixture(BaseMixtureEstimator):
         self.means_ = np.asarray(state.means, dtype)
         self.covariances_ = np.asarray(state.covariances, dtype)
         self.precisions_cholesky_ = np.asarray(state.precisions_cholesky, dtype)
-        model = get_covariance_model(state.covariance_type)
-        with x64_scope(dtype):
-            self.precisions_ = np.asarray(model.precisions(jnp.asarray(self.precisions_cholesky_)),
-                                          dtype)
+        chol = self.precisions_cholesky_      # precisions U Uᵀ (or U² elementwise) on the host
+        self.precisions_ = (chol @ np.swapaxes(chol, -1, -2) if _is_matrix_type(self.covariance_type)
+                            else chol * chol)
 
     def _log_resp_and_norm(self, x):
         chunk = self.chunk_size
