@@ -21,8 +21,17 @@ A factory (or ``setup``) raises ``Skip("why")`` to skip itself; a plugin that fa
 or raises is skipped with a note and the rest of the suite runs. Helpers for identical work
 (shared data and initial parameters, sklearn / gmmjax / peer runners) are in
 :mod:`benchmarks.peers`; the timing rules are in :mod:`benchmarks.harness`.
+
+The package imports the harness (and so JAX and NumPy) lazily: ``python -m benchmarks`` first
+restarts itself without the OpenBLAS kernel overrides
+(:func:`benchmarks.machine.reexec_with_fair_blas`), which only works before NumPy is loaded.
 """
 
-from .harness import Case, Run, Settings, Skip, measure, run_case
-
 __all__ = ["Case", "Run", "Settings", "Skip", "measure", "run_case"]
+
+
+def __getattr__(name):
+    if name in __all__:
+        from . import harness
+        return getattr(harness, name)
+    raise AttributeError(f"module 'benchmarks' has no attribute {name!r}")

@@ -1,8 +1,15 @@
-"""``python -m benchmarks [--quick] [--out DIR] [--cases PATTERN ...]`` (see ``--help``)."""
+"""``python -m benchmarks [--quick] [--device-check] [--out DIR] ...`` (see ``--help``)."""
 
 import importlib.util
 import os
 import sys
+
+from .machine import reexec_with_fair_blas
+
+# scikit-learn and the peers run on NumPy's BLAS: restart without the OpenBLAS kernel overrides
+# (before NumPy is loaded) unless asked to keep them. Only this entry point does it.
+if __name__ == "__main__" and "--keep-blas-env" not in sys.argv:
+    reexec_with_fair_blas("benchmarks", sys.argv[1:])
 
 # scikit-learn's array-API path (the torch peer column) needs SciPy's array-API mode, which must be
 # chosen before SciPy is first imported. Set it only when that peer can run at all.

@@ -11,6 +11,11 @@ import sys
 import time
 import warnings
 
+from .machine import reexec_with_fair_blas
+
+if __name__ == "__main__":   # before NumPy loads (see benchmarks.machine)
+    reexec_with_fair_blas("benchmarks.fit_vs_sklearn", sys.argv[1:])
+
 import jax
 import numpy as np
 from sklearn.mixture import GaussianMixture

@@ -6,11 +6,56 @@ import datetime
 import os
 import platform
 import re
+import sys
 import threading
 import time
 import tracemalloc
 
-import numpy as np
+# Set on some machines for old OpenBLAS builds; they pin NumPy's (so scikit-learn's) OpenBLAS to an
+# older, slower GEMM kernel. XLA does not use OpenBLAS. The suite's own processes run without them.
+BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+REMOVED_MARK = "GMMJAX_BENCH_REMOVED_BLAS_ENV"   # what the restart removed, for the report
+
+
+def fair_blas_environ(environ) -> tuple[dict, list[str]]:
+    """A copy of ``environ`` without :data:`BLAS_OVERRIDES`, and the names it removed."""
+    removed = [k for k in BLAS_OVERRIDES if k in environ]
+    return {k: v for k, v in environ.items() if k not in BLAS_OVERRIDES}, removed
+
+
+def reexec_with_fair_blas(module: str, argv: list[str], execve=os.execve) -> None:
+    """Restart this process as ``python -m module *argv`` without the OpenBLAS overrides when any
+    is set (OpenBLAS reads them once, when NumPy loads it, so call this before importing NumPy).
+    Does nothing when none is set. Only the benchmark entry points call it, never the tests."""
+    env, removed = fair_blas_environ(os.environ)
+    if not removed:
+        return
+    env[REMOVED_MARK] = " ".join(f"{k}={os.environ[k]}" for k in removed)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    execve(sys.executable, [sys.executable, "-m", module, *argv], env)
+
+
+def blas_info() -> dict:
+    """The BLAS NumPy (and so scikit-learn) uses, as threadpoolctl sees it (kernel architecture,
+    threads), whether the OpenBLAS overrides are set now, and what a restart removed."""
+    out: dict = {"overrides_set": {k: os.environ[k] for k in BLAS_OVERRIDES if k in os.environ},
+                 "overrides_removed": os.environ.get(REMOVED_MARK, "")}
+    try:
+        import numpy  # noqa: F401 - load NumPy's BLAS so threadpoolctl can see it
+        from threadpoolctl import threadpool_info
+    except ImportError as e:
+        out["error"] = str(e)
+        return out
+    libs = [{k: lib.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
+                                      "threading_layer", "filepath")}
+            for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    out["libraries"] = libs
+    if libs:
+        out["summary"] = ", ".join(f"{lib['internal_api']} {lib['version']} "
+                                   f"{lib['architecture']} kernel, {lib['num_threads']} threads"
+                                   for lib in libs)
+    return out
 
 
 def _cpu_model() -> str:
@@ -35,6 +80,18 @@ def _versions() -> dict:
     return out
 
 
+def blas_line(info: dict) -> str:
+    """One line for reports: the BLAS kernel and the state of the overrides."""
+    blas = info.get("blas") or {}
+    line = blas.get("summary", blas.get("error", "unknown"))
+    if blas.get("overrides_set"):
+        line += " (overrides kept: " + " ".join(f"{k}={v}" for k, v in
+                                                 blas["overrides_set"].items()) + ")"
+    elif blas.get("overrides_removed"):
+        line += f" (restarted without {blas['overrides_removed']})"
+    return line
+
+
 def device_info() -> dict:
     """The accelerator JAX uses (or the CPU), the host, and library versions."""
     import jax
@@ -48,6 +105,7 @@ def device_info() -> dict:
         "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "system": f"{platform.system()} {platform.release()}",
         "versions": _versions(),
+        "blas": blas_info(),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     try:
@@ -79,15 +137,18 @@ def _best_time(fn, repeats: int, min_time: float = 0.0) -> float:
     return best
 
 
-def matmul_rate(n: int = 2048, repeats: int = 5, dtype=np.float32) -> dict:
+def matmul_rate(n: int = 2048, repeats: int = 5, dtype="float32", precisions=None) -> dict:
     """Square n×n GEMM rate (GFLOP/s, 2·n³ flops) measured now, by JAX/XLA and by NumPy's BLAS.
 
     JAX at ``Precision.HIGHEST`` (what gmmjax's statistics use) and, on GPU/TPU, also at DEFAULT
-    (TF32/bf16 passes). ``reference_gflops`` is the best of the full-precision rates: each fit's
-    achieved FLOP rate is reported as a fraction of it.
+    (TF32/bf16 passes), or at each of ``precisions`` ({label: Precision}). NumPy's GEMM runs on
+    its BLAS as loaded (the suite's entry points restart without the OpenBLAS overrides).
+    ``reference_gflops`` is the best of the full-precision rates (XLA HIGHEST, NumPy): each
+    fit's achieved FLOP rate is reported as a fraction of it.
     """
     import jax
     import jax.numpy as jnp
+    import numpy as np
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n)).astype(dtype)
@@ -96,9 +157,10 @@ def matmul_rate(n: int = 2048, repeats: int = 5, dtype=np.float32) -> dict:
     out: dict = {"n": n, "dtype": np.dtype(dtype).name, "flops": flops}
 
     ja, jb = jnp.asarray(a), jnp.asarray(b)
-    precisions = {"highest": jax.lax.Precision.HIGHEST}
-    if jax.devices()[0].platform != "cpu":
-        precisions["default"] = jax.lax.Precision.DEFAULT
+    if precisions is None:
+        precisions = {"highest": jax.lax.Precision.HIGHEST}
+        if jax.devices()[0].platform != "cpu":
+            precisions["default"] = jax.lax.Precision.DEFAULT
     for label, prec in precisions.items():
         f = jax.jit(lambda x, y, p=prec: jnp.matmul(x, y, precision=p))
         jax.block_until_ready(f(ja, jb))
@@ -184,3 +246,9 @@ class TracedPeak:
             tracemalloc.stop()
         self.peak_mb = (peak - self._base) / 2 ** 20
         return False
+
+
+if __name__ == "__main__":     # python -m benchmarks.machine: the BLAS the suite's processes see
+    import json
+    reexec_with_fair_blas("benchmarks.machine", sys.argv[1:])
+    print(json.dumps(blas_info(), indent=1))

@@ -20,9 +20,15 @@ show which one dominates. Uses gmmjax internals (``gmmjax.stats``), read-only.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
-import jax
+from .machine import reexec_with_fair_blas
+
+if __name__ == "__main__":   # before NumPy loads (see benchmarks.machine)
+    reexec_with_fair_blas("benchmarks.profile_em", sys.argv[1:])
+
+import jax  # noqa: E402
 import jax.numpy as jnp
 import numpy as np
 

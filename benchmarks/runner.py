@@ -255,14 +255,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--only-workflows", action="store_true", help="skip the speed cases")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-save", action="store_true", help="print only; write no files")
+    ap.add_argument("--device-check", action="store_true",
+                    help="the accelerator's key cases in one short run (see device_check.py)")
+    ap.add_argument("--tiny", action="store_true", help="with --device-check: tiny sizes (a test)")
+    ap.add_argument("--keep-blas-env", action="store_true",
+                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (by default the suite restarts "
+                         "without them so NumPy/scikit-learn use OpenBLAS's best kernel)")
     return ap.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.device_check:
+        from .device_check import run
+        return run(args.out, tiny=args.tiny)
     import jax
 
-    from .machine import device_info, device_slug, matmul_rate
+    from .machine import blas_line, device_info, device_slug, matmul_rate
 
     info = device_info()
     quick = args.quick
@@ -302,10 +311,10 @@ def main(argv=None) -> dict:
         n_mm = args.matmul_n or 8192
     mm = matmul_rate(n_mm, repeats=3 if quick else 5)
     settings.matmul_gflops = mm["reference_gflops"]
-    print(f"matmul rate ({n_mm}×{n_mm} float32): JAX HIGHEST {mm['jax_highest_gflops']:.1f}, "
+    print(f"matmul rate ({n_mm}×{n_mm} float32): XLA HIGHEST {mm['jax_highest_gflops']:.1f}, "
           f"NumPy {mm['numpy_gflops']:.1f} GFLOP/s"
-          + (f", JAX DEFAULT {mm['jax_default_gflops']:.1f}" if "jax_default_gflops" in mm
-             else ""), file=sys.stderr)
+          + (f", XLA DEFAULT {mm['jax_default_gflops']:.1f}" if "jax_default_gflops" in mm
+             else "") + f"; NumPy BLAS: {blas_line(info)}", file=sys.stderr)
 
     import os
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
@@ -361,7 +370,9 @@ def main(argv=None) -> dict:
     if load and info.get("affinity_cores") and load[0] > 1.5 * info["affinity_cores"]:
         busy = (f"; WARNING: load average {load[0]:.1f} on {info['affinity_cores']} cores: "
                 "other processes were running, timings are noisy")
-    print(f"\nmatmul reference rate: {mm['reference_gflops']:.1f} GFLOP/s; "
+    print(f"\nmatmul reference rate: {mm['reference_gflops']:.1f} GFLOP/s (best of XLA "
+          f"{mm['jax_highest_gflops']:.1f}, NumPy {mm['numpy_gflops']:.1f}); NumPy BLAS: "
+          f"{blas_line(info)}; "
           f"total {results['meta']['total_s']:.0f} s{busy}")
     if not args.no_save:
         out = Path(args.out)
@@ -369,6 +380,9 @@ def main(argv=None) -> dict:
         stem = out / f"{device_slug(info)}-{date}{'-quick' if quick else ''}"
         stem.with_suffix(".json").write_text(json.dumps(_clean(results), indent=1, default=_json_default))
         (stem.parent / (stem.name + ".md")).write_text(
+            f"matmul reference {mm['reference_gflops']:.1f} GFLOP/s (XLA HIGHEST "
+            f"{mm['jax_highest_gflops']:.1f}, NumPy {mm['numpy_gflops']:.1f}); NumPy BLAS: "
+            f"{blas_line(info)}{busy}\n\n" +
             render_table(results, markdown=True) + "\n\n" + "\n".join(
                 f"- {n}" for n in notes_out) + "\n")
         written = [stem.with_suffix(".json"), stem.parent / (stem.name + ".md")]

@@ -30,14 +30,14 @@ from jax.scipy.special import digamma, gammaln
 
 from .compile_cache import cached_jit
 from .covariance import get_covariance_model
-from .em import Status, run_loop
-from .fit import auto_chunk_size, best_restart, bucket_rows
-from .init import INIT_METHODS, initial_responsibilities
+from .em import Status, best_restart, run_from
+from .init import INIT_METHODS, initial_responsibilities, resp_stats
 from .params import MixtureParams
+from .rows import auto_chunk_size, bucket_rows, pad_to
 from .stats import (SuffStats, chunked_map, chunked_sum, component_log_prob, log_resp_and_norm,
-                    resp_statistics, responsibility_stats)
-from .validation import (check_data, check_int, check_n_samples, check_nonnegative,
-                         check_sample_weight, is_traced)
+                    responsibility_stats)
+from .validation import (check_data, check_em_options, check_n_samples, check_sample_weight,
+                         is_traced)
 
 HIGHEST = jax.lax.Precision.HIGHEST
 LOG_2 = math.log(2.0)
@@ -320,10 +320,7 @@ def variational_step(post: BayesianParams, x: jax.Array, w: jax.Array, priors: B
 def posterior_from_resp(x, w, resp, priors, covariance_type, weight_concentration_prior_type,
                         reg_covar, chunk_size=None):
     """Initial posterior from responsibilities (N, K) (sklearn's ``_initialize``)."""
-    r = resp * w[:, None]
-    nk = jnp.sum(r, axis=0)
-    centers = jnp.matmul(r.T, x, precision=HIGHEST) / (nk + 10 * jnp.finfo(x.dtype).eps)[:, None]
-    stats = resp_statistics(x, w, resp, centers, covariance_type, chunk_size)
+    stats, centers = resp_stats(x, w, resp, covariance_type, chunk_size)
     return posterior_from_stats(stats, centers, priors, covariance_type,
                                 weight_concentration_prior_type, reg_covar)
 
@@ -351,9 +348,7 @@ def _one_restart(key, init_value, x, w, priors, tol, reg_covar, prev_bound, *, n
     def step(p):
         return variational_step(p, x, w, priors, reg_covar, chunk_size)
 
-    loop = run_loop(step, post, max_iter, tol, x.dtype, prev_bound)
-    status = jnp.where(ok, loop.status, Status.ILL_DEFINED_COVARIANCE).astype(jnp.int32)
-    return loop._replace(status=status)
+    return run_from(post, ok, step, max_iter, tol, x.dtype, prev_bound)
 
 
 @functools.partial(cached_jit, static_argnames=("n_components", "covariance_type", "weight_type",
@@ -470,15 +465,9 @@ def fit_bayesian(key: jax.Array, X, n_components: int, *, covariance_type: str =
 
     Returns a :class:`BayesianFitResult`; failures are reported in ``status``, never raised.
     """
-    n_components = check_int(n_components, "n_components", 1)
-    n_init = check_int(n_init, "n_init", 1)
-    max_iter = check_int(max_iter, "max_iter", 0)
-    check_nonnegative(tol, "tol")
-    check_nonnegative(reg_covar, "reg_covar")
-    get_covariance_model(covariance_type)
+    n_components, n_init, max_iter, chunk_size = check_em_options(
+        n_components, n_init, max_iter, tol, reg_covar, covariance_type, chunk_size)
     get_weight_prior(weight_concentration_prior_type)
-    if chunk_size is not None:
-        chunk_size = check_int(chunk_size, "chunk_size", 1)
     x = check_data(X)
     n, d = x.shape
     w = check_sample_weight(sample_weight, n, x.dtype)
@@ -524,9 +513,7 @@ def fit_bayesian(key: jax.Array, X, n_components: int, *, covariance_type: str =
         pad = [(0, 0)] * (resp.ndim - 2) + [(0, n_pad - n), (0, 0)]
         init_value = jnp.pad(resp, pad)
 
-    if n_pad != n:
-        x = jnp.concatenate([x, jnp.zeros((n_pad - n, d), x.dtype)])
-        w = jnp.concatenate([w, jnp.zeros((n_pad - n,), x.dtype)])
+    x, w = pad_to(x, w, n_pad)
 
     def given(v, shape=()):
         if v is None:

@@ -16,7 +16,6 @@ with the same arguments (key, n_components, options), in the same order**; only 
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -25,12 +24,12 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .em import FitResult, LoopState, Status, params_from_stats, run_loop
+from .core import fit_restarts
+from .em import FitResult
 from .params import MixtureParams
-from .stats import chunked_map, chunked_sum, resp_statistics, sufficient_statistics
-from .validation import check_int, float_dtype
-
-HIGHEST = lax.Precision.HIGHEST
+from .rows import Rows, auto_chunk_size, bucket_rows
+from .stats import sufficient_statistics
+from .validation import check_data, check_init_params, check_int, float_dtype
 
 
 # --------------------------------------------------------------------------- meshes and data
@@ -87,7 +86,6 @@ def _axis_size(mesh: Mesh, axis: str) -> int:
 
 
 def _rows_per_device(n: int, n_dev: int, chunk_size: int | None) -> int:
-    from .fit import bucket_rows
     return max(1, bucket_rows(-(-n // n_dev), chunk_size))
 
 
@@ -165,154 +163,6 @@ def shard_rows(X, mesh: Mesh, *, data_axis: str = "data", sample_weight=None,
     return jax.device_put(xp, row_spec), jax.device_put(wp, row_spec), n
 
 
-# --------------------------------------------------------------------------- collectives
-
-def _psum(tree, axis):
-    return jax.tree_util.tree_map(lambda a: lax.psum(a, axis), tree)
-
-
-def sharded_sum(fn, x, w, axis: str, chunk_size: int | None, *rows):
-    """Σ over all rows of all devices of ``fn(x_chunk, w_chunk, *row_chunks)``: a chunked local
-    sum followed by one ``psum``. Call inside ``shard_map``."""
-    return _psum(chunked_sum(fn, x, w, chunk_size, *rows), axis)
-
-
-def _global_index(n_local: int, axis: str) -> jax.Array:
-    return lax.axis_index(axis) * n_local + jnp.arange(n_local)
-
-
-def _take_rows(x, idx, axis):
-    """Rows ``x[idx]`` for global row indices ``idx`` (...,): the owner contributes, psum shares."""
-    n_local = x.shape[0]
-    local = idx - lax.axis_index(axis) * n_local
-    mine = (local >= 0) & (local < n_local)
-    rows = jnp.where(mine[..., None], x[jnp.clip(local, 0, n_local - 1)], 0)
-    return lax.psum(rows, axis)
-
-
-def _draw(key, probs, axis, shape=()):
-    """Global row indices drawn proportionally to ``probs`` (like init._draw on all rows):
-    the global cumulative sum is the local one plus the totals of the devices before."""
-    cum = jnp.cumsum(probs)
-    totals = lax.all_gather(cum[-1], axis)
-    offset = (jnp.cumsum(totals) - totals)[lax.axis_index(axis)]
-    u = jax.random.uniform(key, shape, probs.dtype) * jnp.sum(totals)
-    count = lax.psum(jnp.sum((cum + offset) <= u[..., None], axis=-1), axis)
-    n_global = probs.shape[0] * lax.psum(1, axis)
-    return jnp.minimum(count, n_global - 1).astype(jnp.int32)
-
-
-def _sq_distances(x, centers):
-    from .init import _sq_distances as sq
-    return sq(x, centers)
-
-
-# --------------------------------------------------------------------------- sharded init
-
-def kmeans_plusplus_sharded(key, x, w, n_clusters: int, axis: str):
-    """k-means++ seeding over rows sharded on ``axis`` (same draws as ``init.kmeans_plusplus``).
-    Returns (global row indices (K,), centres (K, D))."""
-    n_trials = 2 + int(math.log(n_clusters))
-    key, first_key = jax.random.split(key)
-    first = _draw(first_key, w, axis)
-    c0 = _take_rows(x, first, axis)
-    closest = _sq_distances(x, c0[None])[:, 0]
-
-    def add_center(i, carry):
-        idx, centers, closest = carry
-        probs = w * closest
-        probs = jnp.where(lax.psum(jnp.sum(probs), axis) > 0, probs, w)
-        cand = _draw(jax.random.fold_in(key, i), probs, axis, (n_trials,))
-        cx = _take_rows(x, cand, axis)
-        new_closest = jnp.minimum(closest[:, None], _sq_distances(x, cx))
-        best = jnp.argmin(lax.psum(jnp.sum(w[:, None] * new_closest, axis=0), axis))
-        return idx.at[i].set(cand[best]), centers.at[i].set(cx[best]), new_closest[:, best]
-
-    idx = jnp.zeros((n_clusters,), jnp.int32).at[0].set(first)
-    centers = jnp.zeros((n_clusters, x.shape[1]), x.dtype).at[0].set(c0)
-    idx, centers, _ = lax.fori_loop(1, n_clusters, add_center, (idx, centers, closest))
-    return idx, centers
-
-
-def kmeans_sharded(key, x, w, n_clusters: int, axis: str, *, max_iter: int = 300, tol=1e-4,
-                   chunk_size: int | None = None):
-    """Weighted Lloyd iterations over sharded rows (``init.kmeans`` with psums).
-    Returns (centres (K, D), local labels (n_local,))."""
-    _, centers = kmeans_plusplus_sharded(key, x, w, n_clusters, axis)
-    wsum = lax.psum(jnp.sum(w), axis)
-    mean = lax.psum(jnp.sum(w[:, None] * x, axis=0), axis) / wsum
-    var = lax.psum(jnp.sum(w[:, None] * (x - mean) ** 2, axis=0), axis) / wsum
-    tol_abs = tol * jnp.mean(var)
-
-    def assign(xc, c):
-        return jnp.argmin(_sq_distances(xc, c), axis=1)
-
-    def lloyd(carry):
-        c, _, it = carry
-
-        def sums(xc, wc):
-            onehot = jax.nn.one_hot(assign(xc, c), n_clusters, dtype=x.dtype) * wc[:, None]
-            return jnp.matmul(onehot.T, xc, precision=HIGHEST), jnp.sum(onehot, axis=0)
-
-        total, counts = sharded_sum(sums, x, w, axis, chunk_size)
-        new = jnp.where(counts[:, None] > 0, total / jnp.maximum(counts, 1e-30)[:, None], c)
-        return new, jnp.sum((new - c) ** 2), it + 1
-
-    def cond(carry):
-        _, shift, it = carry
-        return (it < max_iter) & (shift > tol_abs)
-
-    centers, _, _ = lax.while_loop(cond, lloyd, (centers, jnp.array(jnp.inf, x.dtype), 0))
-    return centers, chunked_map(lambda xc: assign(xc, centers), x, chunk_size)
-
-
-def _params_from_resp_sharded(x, w, resp, covariance_type, reg_covar, chunk_size, axis):
-    r = resp * w[:, None]
-    nk = lax.psum(jnp.sum(r, axis=0), axis)
-    centers = (lax.psum(jnp.matmul(r.T, x, precision=HIGHEST), axis)
-               / (nk + 10 * jnp.finfo(x.dtype).eps)[:, None])
-    stats = _psum(resp_statistics(x, w, resp, centers, covariance_type, chunk_size), axis)
-    return params_from_stats(stats, centers, covariance_type, reg_covar, jnp.zeros_like(x[0]))
-
-
-def initialize_sharded(key, x, w, rand, n_components: int, covariance_type: str, method: str,
-                       reg_covar, chunk_size, axis):
-    """``init.initialize`` over sharded rows. ``rand`` holds this shard's rows of the random
-    array ("random": uniform (n, K); "random_from_data": Gumbel (n,)), drawn on the global
-    shape outside so the draws equal the single-device ones."""
-    n_local = x.shape[0]
-    k = n_components
-    if method == "kmeans":
-        _, labels = kmeans_sharded(key, x, w, k, axis, chunk_size=chunk_size)
-        resp = jax.nn.one_hot(labels, k, dtype=x.dtype)
-    elif method == "random":
-        resp = rand / jnp.sum(rand, axis=1, keepdims=True)
-    else:
-        if method == "k-means++":
-            idx, _ = kmeans_plusplus_sharded(key, x, w, k, axis)
-        elif method == "random_from_data":
-            # jax.random.choice(replace=False, p=w/Σw): Gumbel top-k, merged across devices.
-            g = rand + jnp.log(w / lax.psum(jnp.sum(w), axis))
-            k_local = min(k, n_local)
-            vals, loc = lax.top_k(g, k_local)
-            all_vals = lax.all_gather(vals, axis, tiled=True)
-            all_idx = lax.all_gather(loc + lax.axis_index(axis) * n_local, axis, tiled=True)
-            idx = all_idx[lax.top_k(all_vals, k)[1]]
-        else:
-            raise ValueError(f"Unknown init {method!r}.")
-        gidx = _global_index(n_local, axis)
-        resp = (gidx[:, None] == idx[None, :]).astype(x.dtype)
-    return _params_from_resp_sharded(x, w, resp, covariance_type, reg_covar, chunk_size, axis)
-
-
-def sharded_em_step(params: MixtureParams, x, w, reg_covar, chunk_size, axis):
-    """``em.em_step`` (shift 0) on sharded rows: local statistics, one psum, replicated M-step."""
-    zero = jnp.zeros_like(x[0])
-    stats = _psum(sufficient_statistics(params, x, w, zero, chunk_size), axis)
-    new, ok = params_from_stats(stats, params.means, params.covariance_type, reg_covar, zero)
-    return new, stats.loglik / stats.weight, ok
-
-
 def statistics(params: MixtureParams, x, w, *, mesh: Mesh, data_axis: str = "data",
                shift=None, chunk_size: int | None = None):
     """Sufficient statistics of rows sharded over ``mesh[data_axis]`` (shard_map + psum),
@@ -321,7 +171,7 @@ def statistics(params: MixtureParams, x, w, *, mesh: Mesh, data_axis: str = "dat
         shift = jnp.zeros((x.shape[1],), x.dtype)
 
     def body(p, xl, wl, s):
-        return _psum(sufficient_statistics(p, xl, wl, s, chunk_size), data_axis)
+        return Rows(data_axis).sum(sufficient_statistics(p, xl, wl, s, chunk_size))
 
     fn = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(data_axis), P(data_axis), P()),
                        out_specs=P(), check_vma=False)
@@ -356,43 +206,16 @@ def _sharded_program(key, x, w, init_params, tol, reg_covar, prev_bound, *, mesh
         rand = lax.with_sharding_constraint(rand, NamedSharding(mesh, rows))
 
     def body(key, x, w, init_params, rand, tol, reg_covar, prev_bound):
-        shift = (lax.psum(jnp.sum(w[:, None] * x, axis=0), data_axis)
-                 / lax.psum(jnp.sum(w), data_axis))
-        xs = x - shift
-        ids = _restart_ids(n_init, restart_axis)
-        keys = jax.vmap(jax.random.fold_in, (None, 0))(key, ids)
-
-        def one(k, p0, r):
-            if p0 is None:
-                params, ok = initialize_sharded(k, xs, w, r, n_components, covariance_type,
-                                                init, reg_covar, chunk_size, data_axis)
-            else:
-                params, ok = p0.replace(means=p0.means - shift), jnp.array(True)
-            loop: LoopState = run_loop(
-                lambda p: sharded_em_step(p, xs, w, reg_covar, chunk_size, data_axis), params,
-                max_iter, tol, dtype, prev_bound)
-            status = jnp.where(ok, loop.status, Status.ILL_DEFINED_COVARIANCE).astype(jnp.int32)
-            return loop._replace(status=status)
-
-        if init_params is not None and init_params.weights.ndim == 2:
-            p0 = jax.tree_util.tree_map(lambda a: a[ids], init_params)
-            loops = jax.vmap(lambda k, p: one(k, p, None))(keys, p0)
-        elif init_params is not None:
-            loops = jax.vmap(lambda k: one(k, init_params, None))(keys)
-        elif rand is not None:
-            loops = jax.vmap(lambda k, r: one(k, None, r))(keys, rand)
+        if restart_axis is None:
+            gather = (lambda loops: loops)
         else:
-            loops = jax.vmap(lambda k: one(k, None, None))(keys)
-        if restart_axis is not None:
-            loops = jax.tree_util.tree_map(
-                lambda a: lax.all_gather(a, restart_axis, tiled=True), loops)
-        from .fit import best_restart
-        best = best_restart(loops.lower_bound, loops.status)
-        pick = jax.tree_util.tree_map(lambda a: a[best], loops)
-        params = pick.state.replace(means=pick.state.means + shift)
-        return FitResult(params, pick.lower_bound, pick.history, pick.n_iter,
-                         pick.status == Status.CONVERGED, pick.status, loops.lower_bound,
-                         loops.status)
+            gather = functools.partial(jax.tree_util.tree_map,
+                                       lambda a: lax.all_gather(a, restart_axis, tiled=True))
+        return fit_restarts(key, x, w, init_params, rand, None, tol, reg_covar, prev_bound,
+                            restart_ids=_restart_ids(n_init, restart_axis), gather=gather,
+                            rows=Rows(data_axis), n_components=n_components,
+                            covariance_type=covariance_type, init=init, max_iter=max_iter,
+                            chunk_size=chunk_size)
 
     rand_spec = P(restart_axis, data_axis) if rand is not None else P()
     fn = jax.shard_map(body, mesh=mesh,
@@ -420,9 +243,6 @@ def fit_sharded(key, X, n_components: int, *, mesh: Mesh | None, data_axis: str 
                 init_name: str, init, n_init: int, max_iter: int, tol, reg_covar,
                 sample_weight, chunk_size, initial_lower_bound=None) -> FitResult:
     """The ``mesh=`` / sharded-input / ``process_local=`` path of :func:`gmmjax.fit`."""
-    from .fit import auto_chunk_size
-    from .validation import check_data, check_init_params
-
     if isinstance(X, jax.core.Tracer) or isinstance(sample_weight, jax.core.Tracer):
         raise ValueError("fit with mesh= / process_local= / sharded X is a host-level call: it "
                          "cannot run under jax.jit or jax.vmap (it pads and shards the rows).")

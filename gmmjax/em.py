@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from .covariance import get_covariance_model
 from .params import MixtureParams
+from .rows import LOCAL, Rows, weighted_mean
 from .stats import (SuffStats, chunked_map, log_resp_and_norm, resp_statistics,
                     sufficient_statistics, weighted_log_prob)
 
@@ -46,12 +47,24 @@ def _eps(dtype) -> jax.Array:
     return 10 * jnp.finfo(dtype).eps
 
 
+def _unit_where_masked(model, cov: jax.Array, mask: jax.Array, n_features: int) -> jax.Array:
+    """Masked components get the unit covariance (positive definite whatever ``reg_covar``);
+    a covariance shared by all components (tied) has no per-component entry to mask."""
+    k = mask.shape[0]
+    if model.shape(k, n_features) == model.shape(k + 1, n_features):
+        return cov
+    unit = model.add_reg(jnp.zeros_like(cov), 1.0)
+    return jnp.where(mask.reshape((k,) + (1,) * (cov.ndim - 1)), cov, unit)
+
+
 def params_from_stats(stats: SuffStats, centers: jax.Array, covariance_type: str, reg_covar,
-                      shift: jax.Array) -> tuple[MixtureParams, jax.Array]:
+                      shift: jax.Array, mask: jax.Array | None = None
+                      ) -> tuple[MixtureParams, jax.Array]:
     """The M-step: parameters from statistics centred on ``centers`` (shifted frame). -> (params, ok).
 
     nk is floored with 10·eps as sklearn does, so an empty component keeps its centre and gets
-    covariance ``reg_covar``.
+    covariance ``reg_covar``. ``mask`` (K,) bool marks live components: the others get weight
+    exactly 0 and the unit covariance, so the live ones are those of a K_live-component fit.
     """
     model = get_covariance_model(covariance_type)
     nk = stats.nk + _eps(stats.nk.dtype)
@@ -60,6 +73,10 @@ def params_from_stats(stats: SuffStats, centers: jax.Array, covariance_type: str
     coef = (2.0 - stats.nk / nk) / nk
     centred = stats.scatter - model.outer(stats.sx, coef)
     cov = model.add_reg(model.from_scatter(centred, nk), reg_covar)
+    weights = nk
+    if mask is not None:
+        cov = _unit_where_masked(model, cov, mask, centers.shape[-1])
+        weights = jnp.where(mask, nk, 0.0)
     prec_chol, ok = model.precision_cholesky(cov)
     means = centers + delta
     # A component collapsed onto identical rows has variance ~ (10·eps·|x|/n)², pure rounding
@@ -67,7 +84,8 @@ def params_from_stats(stats: SuffStats, centers: jax.Array, covariance_type: str
     # level ill-defined so the outcome does not hinge on rounding (sklearn: "ill-defined").
     eps = jnp.finfo(cov.dtype).eps
     ok = ok & jnp.all(model.variances(cov) > 100 * eps * eps * jnp.max(means * means))
-    params = MixtureParams(nk / jnp.sum(nk), means + shift, cov, prec_chol, covariance_type)
+    params = MixtureParams(weights / jnp.sum(weights), means + shift, cov, prec_chol,
+                           covariance_type)
     return params, ok
 
 
@@ -89,21 +107,31 @@ def m_step(x: jax.Array, resp: jax.Array, covariance_type: str = "full", reg_cov
     return params_from_stats(stats, centers, covariance_type, reg_covar, shift)
 
 
+def update_from_stats(stats: SuffStats, params: MixtureParams, reg_covar, shift: jax.Array,
+                      mask: jax.Array | None = None):
+    """The M-step after a statistics pass under ``params``: (new params, mean log-likelihood of
+    ``params``, ok), the ``step`` contract of :func:`run_loop`."""
+    new, ok = params_from_stats(stats, params.means - shift, params.covariance_type, reg_covar,
+                                shift, mask)
+    return new, stats.loglik / stats.weight, ok
+
+
 def em_step(params: MixtureParams, x: jax.Array, sample_weight: jax.Array | None = None, *,
-            reg_covar=1e-6, chunk_size: int | None = None, shift: jax.Array | None = None):
+            reg_covar=1e-6, chunk_size: int | None = None, shift: jax.Array | None = None,
+            mask: jax.Array | None = None, rows: Rows = LOCAL):
     """One E+M step. Returns (new params, mean log-likelihood of ``params``, ok).
 
     The log-likelihood is that of the *input* params (sklearn's lower bound convention).
     ``shift`` (D,) is a numerical centre for the statistics (default: the weighted data mean).
+    ``mask`` (K,) marks live components (see :func:`params_from_stats`); ``rows`` says how the
+    statistics are summed over rows (one device, or ``psum`` inside ``shard_map``).
     """
     w = jnp.ones(x.shape[0], x.dtype) if sample_weight is None else jnp.asarray(sample_weight,
                                                                                  x.dtype)
     if shift is None:
-        shift = jnp.sum(w[:, None] * x, axis=0) / jnp.sum(w)
-    stats = sufficient_statistics(params, x, w, shift, chunk_size)
-    new, ok = params_from_stats(stats, params.means - shift, params.covariance_type, reg_covar,
-                                shift)
-    return new, stats.loglik / stats.weight, ok
+        shift = weighted_mean(x, w, rows)
+    stats = rows.sum(sufficient_statistics(params, x, w, shift, chunk_size))
+    return update_from_stats(stats, params, reg_covar, shift, mask)
 
 
 class LoopState(NamedTuple):
@@ -139,19 +167,39 @@ def run_loop(step: Callable, state, max_iter: int, tol, dtype, lower_bound=None)
         return (c.n_iter < max_iter) & ~c.converged & running
 
     def body(c: LoopState):
-        new_state, bound, ok = step(c.state)
-        finite = jnp.isfinite(bound)
-        good = ok & finite
-        status = jnp.where(good, Status.MAX_ITER_REACHED,
-                           jnp.where(finite, Status.ILL_DEFINED_COVARIANCE, Status.NONFINITE))
-        converged = good & (jnp.abs(bound - c.lower_bound) < tol)
-        status = jnp.where(converged, Status.CONVERGED, status).astype(jnp.int32)
-        state = jax.tree_util.tree_map(lambda a, b: jnp.where(good, a, b), new_state, c.state)
-        return LoopState(state, jnp.where(finite, bound, c.lower_bound).astype(dtype),
-                         c.history.at[c.n_iter].set(bound.astype(dtype)), c.n_iter + 1,
-                         converged, status)
+        return advance(c, *step(c.state), tol)
 
     return jax.lax.while_loop(cond, body, init)
+
+
+def advance(c: LoopState, new_state, bound, ok, tol) -> LoopState:
+    """One iteration's bookkeeping: keep ``new_state`` if it is valid, record ``bound`` and the
+    status (converged when |Δ bound| < tol). The body of :func:`run_loop`."""
+    dtype = c.lower_bound.dtype
+    finite = jnp.isfinite(bound)
+    good = ok & finite
+    status = jnp.where(good, Status.MAX_ITER_REACHED,
+                       jnp.where(finite, Status.ILL_DEFINED_COVARIANCE, Status.NONFINITE))
+    converged = good & (jnp.abs(bound - c.lower_bound) < tol)
+    status = jnp.where(converged, Status.CONVERGED, status).astype(jnp.int32)
+    state = jax.tree_util.tree_map(lambda a, b: jnp.where(good, a, b), new_state, c.state)
+    return LoopState(state, jnp.where(finite, bound, c.lower_bound).astype(dtype),
+                     c.history.at[c.n_iter].set(bound.astype(dtype)), c.n_iter + 1,
+                     converged, status)
+
+
+def run_from(state, ok, step: Callable, max_iter: int, tol, dtype, lower_bound=None) -> LoopState:
+    """:func:`run_loop` from an initial state whose construction reported ``ok``: a failed
+    initialisation is ILL_DEFINED_COVARIANCE whatever the loop did."""
+    loop = run_loop(step, state, max_iter, tol, dtype, lower_bound)
+    return loop._replace(status=jnp.where(ok, loop.status,
+                                          Status.ILL_DEFINED_COVARIANCE).astype(jnp.int32))
+
+
+def best_restart(lower_bounds: jax.Array, status: jax.Array) -> jax.Array:
+    """Index of the best restart: highest final bound among non-failed runs, ties -> lowest index."""
+    failed = (status == Status.ILL_DEFINED_COVARIANCE) | (status == Status.NONFINITE)
+    return jnp.argmax(jnp.where(failed | jnp.isnan(lower_bounds), -jnp.inf, lower_bounds))
 
 
 def score_rows(params: MixtureParams, x: jax.Array, chunk_size: int | None = None) -> jax.Array:

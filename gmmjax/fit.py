@@ -8,40 +8,12 @@ import jax
 import jax.numpy as jnp
 
 from .compile_cache import cached_jit
-from .covariance import get_covariance_model
-from .em import FitResult, LoopState, Status, em_step, run_loop
-from .init import initialize
+from .core import fit_restarts
+from .em import FitResult, best_restart  # noqa: F401  (best_restart: re-exported)
 from .params import MixtureParams
-from .validation import (check_data, check_init_params, init_method_name, check_int, check_n_samples, check_nonnegative,
-                         check_sample_weight)
-
-# Rows·K·D per automatic chunk (~512 KB of float32 temporaries: they stay in L2). Measured on a
-# 2-core CPU (ms per EM iteration, float32): N=100k D=2 K=8 full 44 (one chunk) -> 11 (8192 rows);
-# D=16 K=16 full 115 (4096 rows) -> 103 (512); diag 49 -> 39 (1024); N=65k D=32 K=32 420 -> 322 (256).
-AUTO_CHUNK_ELEMENTS = 1 << 17
-MIN_CHUNK_ROWS = 256            # below this, per-chunk loop overhead wins over cache locality
-
-
-def bucket_rows(n: int, chunk_size: int | None) -> int:
-    """Padded row count: N rounded up to a multiple of max(8, 2^(bit_length(N)−6)) (≤ 1/32
-    padding), then to a multiple of ``chunk_size``, so nearby N share one compiled program."""
-    step = max(8, 1 << max(0, n.bit_length() - 6))
-    rows = -(-n // step) * step
-    if chunk_size is not None:
-        rows = -(-rows // chunk_size) * chunk_size
-    return rows
-
-
-def auto_chunk_size(n: int, n_components: int, n_features: int) -> int | None:
-    """Rows per chunk when the user gives none: about AUTO_CHUNK_ELEMENTS / (K·D) rows (≥
-    MIN_CHUNK_ROWS), adjusted to a multiple of 256 that splits N's bucket evenly (little padding);
-    None (one chunk) when the data are smaller than two such chunks."""
-    target = max(MIN_CHUNK_ROWS, AUTO_CHUNK_ELEMENTS // max(1, n_components * n_features))
-    if n <= 2 * target:
-        return None
-    rows = bucket_rows(n, None)
-    n_chunks = -(-rows // target)
-    return -(-rows // (n_chunks * 256)) * 256
+from .rows import auto_chunk_size, bucket_rows, pad_to  # noqa: F401  (re-exported)
+from .validation import (check_data, check_em_options, check_init_params, check_n_samples,
+                         check_sample_weight, init_method_name)
 
 
 def _is_row_sharded(x) -> bool:
@@ -53,55 +25,14 @@ def _is_row_sharded(x) -> bool:
     return is_row_sharded(x)
 
 
-def _shift_params(params: MixtureParams, shift: jax.Array) -> MixtureParams:
-    return params.replace(means=params.means + shift)
-
-
-def _one_restart(key, x, w, init_params, tol, reg_covar, *, n_components, covariance_type, init,
-                 max_iter, chunk_size, prev_bound=None):
-    if init_params is None:
-        params, ok = initialize(key, x, w, n_components, covariance_type, init, reg_covar,
-                                chunk_size)
-    else:
-        params, ok = init_params, jnp.array(True)
-    zero = jnp.zeros_like(x[0])
-
-    def step(p):
-        return em_step(p, x, w, reg_covar=reg_covar, chunk_size=chunk_size, shift=zero)
-
-    loop: LoopState = run_loop(step, params, max_iter, tol, x.dtype, prev_bound)
-    status = jnp.where(ok, loop.status, Status.ILL_DEFINED_COVARIANCE).astype(jnp.int32)
-    return loop._replace(status=status)
-
-
-def best_restart(lower_bounds: jax.Array, status: jax.Array) -> jax.Array:
-    """Index of the best restart: highest final bound among non-failed runs, ties -> lowest index."""
-    failed = (status == Status.ILL_DEFINED_COVARIANCE) | (status == Status.NONFINITE)
-    return jnp.argmax(jnp.where(failed | jnp.isnan(lower_bounds), -jnp.inf, lower_bounds))
-
-
 @functools.partial(cached_jit, static_argnames=("n_components", "covariance_type", "init", "n_init",
                                              "max_iter", "chunk_size"))
 def _fit_program(key, x, w, init_params, tol, reg_covar, prev_bound=None, *, n_components,
                  covariance_type, init, n_init, max_iter, chunk_size):
-    shift = jnp.sum(w[:, None] * x, axis=0) / jnp.sum(w)
-    xs = x - shift
-    run = functools.partial(_one_restart, x=xs, w=w, tol=tol, reg_covar=reg_covar,
-                            n_components=n_components, covariance_type=covariance_type, init=init,
-                            max_iter=max_iter, chunk_size=chunk_size, prev_bound=prev_bound)
-    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(n_init))
-    if init_params is None:
-        loops = jax.vmap(lambda k: run(k, init_params=None))(keys)
-    else:
-        shifted = init_params.replace(means=init_params.means - shift)
-        batched = shifted.weights.ndim == 2
-        loops = jax.vmap(lambda k, p: run(k, init_params=p),
-                         (0, 0 if batched else None))(keys, shifted)
-    best = best_restart(loops.lower_bound, loops.status)
-    pick = jax.tree_util.tree_map(lambda a: a[best], loops)
-    return FitResult(_shift_params(pick.state, shift), pick.lower_bound, pick.history,
-                     pick.n_iter, pick.status == Status.CONVERGED, pick.status,
-                     loops.lower_bound, loops.status)
+    return fit_restarts(key, x, w, init_params, None, None, tol, reg_covar, prev_bound,
+                        restart_ids=jnp.arange(n_init), n_components=n_components,
+                        covariance_type=covariance_type, init=init, max_iter=max_iter,
+                        chunk_size=chunk_size)
 
 
 def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
@@ -136,14 +67,8 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     (:class:`Status`), never raised. Works under ``jax.vmap`` and ``jax.jit`` (value checks on
     the data are then skipped; shape checks still run).
     """
-    n_components = check_int(n_components, "n_components", 1)
-    n_init = check_int(n_init, "n_init", 1)
-    max_iter = check_int(max_iter, "max_iter", 0)
-    check_nonnegative(tol, "tol")
-    check_nonnegative(reg_covar, "reg_covar")
-    get_covariance_model(covariance_type)
-    if chunk_size is not None:
-        chunk_size = check_int(chunk_size, "chunk_size", 1)
+    n_components, n_init, max_iter, chunk_size = check_em_options(
+        n_components, n_init, max_iter, tol, reg_covar, covariance_type, chunk_size)
     init_name = init_method_name(init)
     if mesh is not None or process_local or _is_row_sharded(X):
         from .distributed import fit_sharded
@@ -163,10 +88,7 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
         init_params = init.astype(x.dtype)
     if chunk_size is None:
         chunk_size = auto_chunk_size(n, n_components, d)
-    n_pad = bucket_rows(n, chunk_size)
-    if n_pad != n:
-        x = jnp.concatenate([x, jnp.zeros((n_pad - n, d), x.dtype)])
-        w = jnp.concatenate([w, jnp.zeros((n_pad - n,), x.dtype)])
+    x, w = pad_to(x, w, bucket_rows(n, chunk_size))
     prev_bound = (None if initial_lower_bound is None
                   else jnp.asarray(initial_lower_bound, x.dtype))
     return _fit_program(key, x, w, init_params, jnp.asarray(tol, x.dtype),

@@ -20,11 +20,12 @@ import numpy as np
 from .compile_cache import cached_jit
 from .covariance import COVARIANCE_TYPES, get_covariance_model
 from .density import log_prob
-from .em import LoopState, Status, em_step, run_loop
-from .fit import auto_chunk_size, best_restart, bucket_rows
-from .init import INIT_METHODS, _params_from_resp, _sq_distances, kmeans_plusplus
+from .core import live_components, pick_best, run_restarts
+from .em import Status, best_restart
+from .init import INIT_METHODS
 from .params import MixtureParams
-from .stats import chunked_map, chunked_sum, log_resp_and_norm, weighted_log_prob
+from .rows import auto_chunk_size, bucket_rows, pad_to, weighted_mean
+from .stats import chunked_sum, log_resp_and_norm, weighted_log_prob
 from .validation import (check_data, check_int, check_n_samples, check_nonnegative,
                          check_sample_weight)
 
@@ -60,135 +61,36 @@ def aic(params: MixtureParams, X, sample_weight=None) -> jnp.ndarray:
     return -2.0 * total + 2.0 * n_parameters(params)
 
 
-# --------------------------------------------------------------------------------------------
-# Masked components: the pieces of init and EM that respect a (K_max,) boolean mask.
-
-
-def mask_weights(params: MixtureParams, mask: jax.Array) -> MixtureParams:
-    """Set the weights of masked-out components to exactly 0 and renormalise the live ones
-    (live weights become (n_k + 10·eps) / Σ_live (n_j + 10·eps), sklearn's formula for K)."""
-    w = jnp.where(mask, params.weights, 0.0)
-    return params.replace(weights=w / jnp.sum(w))
-
-
-def masked_kmeans(key: jax.Array, x: jax.Array, w: jax.Array, mask: jax.Array, *,
-                  max_iter: int = 300, tol=1e-4, chunk_size: int | None = None) -> jax.Array:
-    """Labels (N,) of weighted Lloyd k-means using only the live centres (``mask`` (K_max,)).
-
-    Seeds are the first K of a k-means++ seeding of K_max centres (k-means++ is sequential, so
-    they are a k-means++ seeding of K). Same stopping rule as :func:`gmmjax.kmeans`.
-    """
-    k_max = mask.shape[0]
-    centers = x[kmeans_plusplus(key, x, w, k_max)]
-    wsum = jnp.sum(w)
-    mean = jnp.sum(w[:, None] * x, axis=0) / wsum
-    tol_abs = tol * jnp.mean(jnp.sum(w[:, None] * (x - mean) ** 2, axis=0) / wsum)
-
-    def assign(xc, c):
-        return jnp.argmin(jnp.where(mask[None], _sq_distances(xc, c), jnp.inf), axis=1)
-
-    def lloyd(carry):
-        c, _, it = carry
-
-        def sums(xc, wc):
-            onehot = jax.nn.one_hot(assign(xc, c), k_max, dtype=x.dtype) * wc[:, None]
-            return (jnp.matmul(onehot.T, xc, precision=jax.lax.Precision.HIGHEST),
-                    jnp.sum(onehot, axis=0))
-
-        total, counts = chunked_sum(sums, x, w, chunk_size)
-        new = jnp.where(counts[:, None] > 0, total / jnp.maximum(counts, 1e-30)[:, None], c)
-        return new, jnp.sum(jnp.where(mask[:, None], (new - c) ** 2, 0.0)), it + 1
-
-    def cond(carry):
-        _, shift, it = carry
-        return (it < max_iter) & (shift > tol_abs)
-
-    centers, _, _ = jax.lax.while_loop(cond, lloyd, (centers, jnp.array(jnp.inf, x.dtype), 0))
-    return chunked_map(lambda xc: assign(xc, centers), x, chunk_size)
-
-
-def masked_initial_responsibilities(key, x, w, mask, method: str, chunk_size=None) -> jax.Array:
-    """(N, K_max) initial responsibilities of sklearn's ``init_params`` methods, zero on masked
-    columns (for K live components they are the method's responsibilities for K)."""
-    n, k_max = x.shape[0], mask.shape[0]
-    if method == "kmeans":
-        labels = masked_kmeans(key, x, w, mask, chunk_size=chunk_size)
-        return jax.nn.one_hot(labels, k_max, dtype=x.dtype)
-    if method == "random":
-        resp = jnp.where(mask[None], jax.random.uniform(key, (n, k_max), x.dtype), 0.0)
-        return resp / jnp.sum(resp, axis=1, keepdims=True)
-    if method == "random_from_data":
-        idx = jax.random.choice(key, n, (k_max,), replace=False, p=w / jnp.sum(w))
-    elif method == "k-means++":
-        idx = kmeans_plusplus(key, x, w, k_max)
-    else:
-        raise ValueError(f"Unknown init {method!r}; expected one of {list(INIT_METHODS)}.")
-    hot = jnp.zeros((n, k_max), x.dtype).at[idx, jnp.arange(k_max)].set(1.0)
-    return jnp.where(mask[None], hot, 0.0)
-
-
-def _masked_restart(key, n_live, x, w, tol, reg_covar, *, k_max, covariance_type, init, max_iter,
-                    chunk_size):
-    mask = jnp.arange(k_max) < n_live
-    resp = masked_initial_responsibilities(key, x, w, mask, init, chunk_size)
-    params, ok = _params_from_resp(x, w, resp, covariance_type, reg_covar, chunk_size)
-    params = mask_weights(params, mask)
-    zero = jnp.zeros_like(x[0])
-
-    def step(p):
-        new, bound, step_ok = em_step(p, x, w, reg_covar=reg_covar, chunk_size=chunk_size,
-                                      shift=zero)
-        return mask_weights(new, mask), bound, step_ok
-
-    loop: LoopState = run_loop(step, params, max_iter, tol, x.dtype)
-    status = jnp.where(ok, loop.status, Status.ILL_DEFINED_COVARIANCE).astype(jnp.int32)
-
-    def total_ll(xc, wc):
-        norm = log_resp_and_norm(weighted_log_prob(loop.state, xc))[1]
-        return jnp.sum(jnp.where(wc > 0, wc * norm, 0.0))
-
-    return loop._replace(status=status), chunked_sum(total_ll, x, w, chunk_size)
-
-
 @functools.partial(cached_jit, static_argnames=("k_max", "n_init", "covariance_type", "init",
                                              "max_iter", "chunk_size"))
 def _sweep_program(key, x, w, ks, tol, reg_covar, *, k_max, n_init, covariance_type, init,
                    max_iter, chunk_size):
-    """All (K, restart) fits of one covariance type: one vmap over len(ks)·n_init restarts.
+    """All (K, restart) fits of one covariance type: the core's restarts, one vmap over
+    len(ks)·n_init restarts padded to ``k_max`` components, K of them live.
 
     Restart i of K uses ``fold_in(fold_in(key, K), i)``. Returns, per K, the best restart's
     padded params (original frame), lower bound, n_iter, status, and total log-likelihood.
     """
-    shift = jnp.sum(w[:, None] * x, axis=0) / jnp.sum(w)
+    shift = weighted_mean(x, w)
     xs = x - shift
     n_k = ks.shape[0]
     flat_ks = jnp.repeat(ks, n_init)
     keys = jax.vmap(lambda k, i: jax.random.fold_in(jax.random.fold_in(key, k), i))(
         flat_ks, jnp.tile(jnp.arange(n_init), n_k))
-    run = functools.partial(_masked_restart, x=xs, w=w, tol=tol, reg_covar=reg_covar, k_max=k_max,
-                            covariance_type=covariance_type, init=init, max_iter=max_iter,
-                            chunk_size=chunk_size)
-    loops, lls = jax.vmap(run)(keys, flat_ks)
-    loops, lls = jax.tree_util.tree_map(lambda a: a.reshape((n_k, n_init) + a.shape[1:]),
-                                        (loops, lls))
-    best = jax.vmap(best_restart)(loops.lower_bound, loops.status)
-    pick = jax.tree_util.tree_map(lambda a: a[jnp.arange(n_k), best], (loops, lls))
-    loop, ll = pick
-    params = loop.state.replace(means=loop.state.means + shift)
-    return params, loop.lower_bound, loop.n_iter, loop.status, ll
+    loops = run_restarts(keys, xs, w, None, None, flat_ks, tol, reg_covar, None,
+                         n_components=k_max, covariance_type=covariance_type, init=init,
+                         max_iter=max_iter, chunk_size=chunk_size)
+    loops = jax.tree_util.tree_map(lambda a: a.reshape((n_k, n_init) + a.shape[1:]), loops)
+    best = jax.vmap(pick_best, (0, None))(loops, shift)
 
+    def total_ll(loop):     # of the best restart, in the shifted frame
+        i = best_restart(loop.lower_bound, loop.status)
+        state = jax.tree_util.tree_map(lambda a: a[i], loop.state)
+        return chunked_sum(lambda xc, wc: jnp.sum(jnp.where(
+            wc > 0, wc * log_resp_and_norm(weighted_log_prob(state, xc))[1], 0.0)), xs, w,
+            chunk_size)
 
-def _live_components(params: MixtureParams, n_live: int) -> MixtureParams:
-    """Drop the masked (trailing) components of padded params (host-side slicing)."""
-    model = get_covariance_model(params.covariance_type)
-    k_max, d = params.means.shape
-    padded, target = model.shape(k_max, d), model.shape(n_live, d)
-
-    def cut(a):
-        return a[:n_live] if (a.shape == padded and padded != target) else a
-
-    return MixtureParams(params.weights[:n_live], params.means[:n_live], cut(params.covariances),
-                         cut(params.precisions_cholesky), params.covariance_type)
+    return best.params, best.lower_bound, best.n_iter, best.status, jax.vmap(total_ll)(loops)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,10 +210,7 @@ def select_model(key: jax.Array, X, n_components: Sequence[int] = range(1, 11),
     batch = len(ks) * n_init
     if chunk_size is None:
         chunk_size = auto_chunk_size(n, k_max * batch, d)
-    n_pad = bucket_rows(n, chunk_size)
-    if n_pad != n:
-        x = jnp.concatenate([x, jnp.zeros((n_pad - n, d), x.dtype)])
-        w = jnp.concatenate([w, jnp.zeros((n_pad - n,), x.dtype)])
+    x, w = pad_to(x, w, bucket_rows(n, chunk_size))
     n_eff = float(jnp.sum(w))
     shape = (len(types), len(ks))
     table = {name: np.zeros(shape) for name in ("bic", "aic", "ll", "lb")}
@@ -334,7 +233,7 @@ def select_model(key: jax.Array, X, n_components: Sequence[int] = range(1, 11),
             table["ll"][i, j], table["lb"][i, j] = ll[j], lb[j]
             table["bic"][i, j] = np.inf if failed else -2.0 * ll[j] + p * np.log(n_eff)
             table["aic"][i, j] = np.inf if failed else -2.0 * ll[j] + 2.0 * p
-            all_params[(ct, k)] = _live_components(
+            all_params[(ct, k)] = live_components(
                 jax.tree_util.tree_map(lambda a, j=j: a[j], host), k)
     crit = table[criterion]
     if not np.isfinite(crit).any():

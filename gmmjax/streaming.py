@@ -21,11 +21,13 @@ import numpy as np
 
 from .compile_cache import cached_jit
 from .covariance import get_covariance_model
-from .em import FitResult, Status, params_from_stats
+from .em import FitResult, LoopState, Status, advance, best_restart, update_from_stats
 from .init import initialize
 from .params import MixtureParams
+from .rows import auto_chunk_size, bucket_rows
 from .stats import sufficient_statistics
-from .validation import check_init_params, init_method_name, check_int, check_nonnegative, float_dtype
+from .validation import (check_em_options, check_init_params, check_int, float_dtype,
+                         init_method_name)
 
 __all__ = ["fit_stream", "array_chunks"]
 
@@ -269,26 +271,15 @@ def _sharded_accumulate(mesh, data_axis, inner):
     return jax.jit(fn)
 
 
-@functools.partial(cached_jit, static_argnames=("covariance_type",))
-def _em_update(acc, params, lower_bound, history, n_iter, status, tol, reg_covar, shift, *,
-               covariance_type):
+@cached_jit
+def _em_update(acc, params, lower_bound, history, n_iter, status, tol, reg_covar, shift):
     """M-step of every restart plus ``run_loop``'s bookkeeping, for restarts still running."""
     def one(stats, p, lb, hist, it, st):
         running = st == Status.MAX_ITER_REACHED
-        new, ok = params_from_stats(stats, p.means - shift, covariance_type, reg_covar, shift)
-        bound = stats.loglik / stats.weight
-        finite = jnp.isfinite(bound)
-        good = ok & finite
-        new_st = jnp.where(good, Status.MAX_ITER_REACHED,
-                           jnp.where(finite, Status.ILL_DEFINED_COVARIANCE, Status.NONFINITE))
-        conv = good & (jnp.abs(bound - lb) < tol)
-        new_st = jnp.where(conv, Status.CONVERGED, new_st).astype(jnp.int32)
-        keep = running & good
-        p = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), new, p)
-        lb = jnp.where(running & finite, bound, lb).astype(lb.dtype)
-        hist = jnp.where(running, hist.at[it].set(bound.astype(hist.dtype)), hist)
-        return (p, lb, hist, jnp.where(running, it + 1, it),
-                jnp.where(running, new_st, st).astype(jnp.int32))
+        before = LoopState(p, lb, hist, it, st == Status.CONVERGED, st)
+        after = advance(before, *update_from_stats(stats, p, reg_covar, shift), tol)
+        after = jax.tree_util.tree_map(lambda a, b: jnp.where(running, a, b), after, before)
+        return after.state, after.lower_bound, after.history, after.n_iter, after.status
 
     return jax.vmap(one)(acc, params, lower_bound, history, n_iter, status)
 
@@ -333,21 +324,15 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
     Returns a :class:`FitResult`, as :func:`gmmjax.fit`. One pass per EM iteration plus one
     first pass (statistics for the data shift, the chunk shape and the init sample).
     """
-    n_components = check_int(n_components, "n_components", 1)
-    n_init = check_int(n_init, "n_init", 1)
-    max_iter = check_int(max_iter, "max_iter", 0)
+    n_components, n_init, max_iter, chunk_size = check_em_options(
+        n_components, n_init, max_iter, tol, reg_covar, covariance_type, chunk_size)
     sample_size = check_int(sample_size, "sample_size", 1)
     prefetch = check_int(prefetch, "prefetch", 0)
-    check_nonnegative(tol, "tol")
-    check_nonnegative(reg_covar, "reg_covar")
-    get_covariance_model(covariance_type)
     if not callable(chunks):
         raise TypeError("chunks must be a callable returning a fresh iterator of chunks for each "
                         "pass (e.g. lambda: iter(list_of_arrays)); got "
                         f"{type(chunks).__name__}.")
     init_name = init_method_name(init)
-    if chunk_size is not None:
-        chunk_size = check_int(chunk_size, "chunk_size", 1)
     n_proc = jax.process_count()
     replicate = (lambda t: t)
     n_local_dev = 1
@@ -406,7 +391,6 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
         raise ValueError("sample_weight sums to zero; at least one row needs positive weight.")
     rows = int(chunk_size or info[:, 2].max())
     rows = -(-rows // n_local_dev) * n_local_dev
-    from .fit import auto_chunk_size, bucket_rows
     inner = auto_chunk_size(rows // n_local_dev, n_components, d)
     if inner is not None:
         rows = -(-rows // (inner * n_local_dev)) * inner * n_local_dev
@@ -504,15 +488,13 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
                 jax.block_until_ready(pending)
             pending = acc
         params, lower_bound, history, n_iter, status = _em_update(
-            acc, params, lower_bound, history, n_iter, status, tol_a, reg_a, shift,
-            covariance_type=covariance_type)
+            acc, params, lower_bound, history, n_iter, status, tol_a, reg_a, shift)
         if verbose:
             lb = np.asarray(history)[:, it]
             dt = time.perf_counter() - t1
             print(f"fit_stream: pass {it + 1}: lower bound {np.array2string(lb, precision=6)} "
                   f"({dt:.2f}s, {scan.n / max(dt, 1e-9):.3g} rows/s)", flush=True)
 
-    from .fit import best_restart
     lbs, sts = np.asarray(lower_bound), np.asarray(status)
     best = int(best_restart(jnp.asarray(lbs), jnp.asarray(sts)))
     pick = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a)[best]),

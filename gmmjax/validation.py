@@ -156,3 +156,18 @@ def init_method_name(init) -> str:
         return init
     raise ValueError(f"Unknown init {init!r}; expected one of {list(INIT_METHODS)} or a "
                      "MixtureParams.")
+
+
+def check_em_options(n_components, n_init, max_iter, tol, reg_covar, covariance_type,
+                     chunk_size) -> tuple[int, int, int, int | None]:
+    """The options every EM fit shares (fit, fit_stream, fit_bayesian), checked on the host.
+    Returns (n_components, n_init, max_iter, chunk_size) as Python ints (chunk_size may be None)."""
+    n_components = check_int(n_components, "n_components", 1)
+    n_init = check_int(n_init, "n_init", 1)
+    max_iter = check_int(max_iter, "max_iter", 0)
+    check_nonnegative(tol, "tol")
+    check_nonnegative(reg_covar, "reg_covar")
+    get_covariance_model(covariance_type)
+    if chunk_size is not None:
+        chunk_size = check_int(chunk_size, "chunk_size", 1)
+    return n_components, n_init, max_iter, chunk_size

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root holds benchmarks/
 
 from benchmarks import Case, Run, Settings, Skip, harness, run_case
-from benchmarks import cases_core, peers, runner
+from benchmarks import cases_core, machine, peers, runner
 from benchmarks.machine import PeakRSS, TracedPeak, matmul_rate
 
 N, D, K, IT = 240, 2, 2, 3
@@ -156,3 +158,72 @@ def test_main_writes_json_table_and_plots(tmp_path, monkeypatch, capsys):
     assert data["cases"][0]["target_met"] is True
     assert data["cases"][1]["impls"]["gmmjax"]["throughput"] > 0
     assert res["cases"][1]["loglik_abs_diff"] < 1e-3
+
+
+# ----------------------------------------------------------------------------- fair BLAS baseline
+
+def test_fair_blas_environ_drops_only_the_overrides():
+    env = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512", "PATH": "/bin"}
+    clean, removed = machine.fair_blas_environ(env)
+    assert clean == {"PATH": "/bin"} and removed == ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"]
+    assert env["OPENBLAS_CORETYPE"] == "Haswell"                    # the input is not touched
+    assert machine.fair_blas_environ({"PATH": "/bin"}) == ({"PATH": "/bin"}, [])
+
+
+def test_reexec_only_when_an_override_is_set(monkeypatch):
+    calls = []
+    fake = lambda exe, args, env: calls.append((exe, args, env))  # noqa: E731
+    for k in machine.BLAS_OVERRIDES:
+        monkeypatch.delenv(k, raising=False)
+    machine.reexec_with_fair_blas("benchmarks", ["--quick"], execve=fake)
+    assert calls == []
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    machine.reexec_with_fair_blas("benchmarks", ["--quick"], execve=fake)
+    (exe, args, env), = calls
+    assert exe == sys.executable and args == [sys.executable, "-m", "benchmarks", "--quick"]
+    assert "OPENBLAS_CORETYPE" not in env
+    assert env[machine.REMOVED_MARK] == "OPENBLAS_CORETYPE=Haswell"
+    assert os.environ["OPENBLAS_CORETYPE"] == "Haswell"    # this (test) process keeps its env
+
+
+def test_benchmark_entry_point_runs_without_the_overrides():
+    """A real restart: ``python -m benchmarks.machine`` started with the overrides reports them
+    removed, and its NumPy BLAS runs on the kernel OpenBLAS picks itself."""
+    env = dict(os.environ, OPENBLAS_CORETYPE="Haswell", OPENBLAS_L2_SIZE="512",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    out = subprocess.run([sys.executable, "-m", "benchmarks.machine"], env=env, check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    info = json.loads(out)
+    assert info["overrides_set"] == {}
+    assert info["overrides_removed"] == "OPENBLAS_CORETYPE=Haswell OPENBLAS_L2_SIZE=512"
+    assert all(lib["architecture"] for lib in info.get("libraries", []))
+
+
+def test_benchmark_package_import_is_light():
+    """Importing ``benchmarks`` must not load NumPy (the restart has to come first)."""
+    code = "import sys, benchmarks; print('numpy' in sys.modules)"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True,
+                         text=True, timeout=60).stdout
+    assert out.strip() == "False"
+
+
+def test_device_check_tiny_writes_its_report(tmp_path):
+    """``python -m benchmarks --device-check --tiny``: every key case runs (on CPU, tiny sizes),
+    the precision is stated, the same-FLOP matmul comparison and precision study are written."""
+    res = runner.main(["--device-check", "--tiny", "--out", str(tmp_path)])
+    names = [c["name"] for c in res["cases"]]
+    assert [n.split("-")[0] for n in names] == ["em", "chunked", "estep", "batch8", "n_init3"]
+    for c in res["cases"]:
+        assert c["status"] == "ok" and c["impls"]["gmmjax"]["status"] == "ok", c
+    em = res["cases"][0]
+    assert em["impls"]["sklearn"]["status"] == "ok" and em["loglik_abs_diff"] is not None
+    assert res["extra"]["same_flop_matmul"]["matmul_over_gmmjax"] > 0
+    prec = res["extra"]["precision"]
+    assert set(prec) == {"highest", "high", "default"}
+    assert prec["highest"]["rel_diff_vs_highest"] == 0.0 and np.isfinite(prec["high"]["loglik"])
+    md = next(tmp_path.glob("*-device-check.md")).read_text()
+    assert "Precision.HIGHEST" in md and "1e-4" in md and "same-FLOP matmuls" in md
+    data = json.loads(next(tmp_path.glob("*-device-check.json")).read_text())
+    assert data["meta"]["tiny"] is True and len(data["cases"]) == 5
+    assert next(tmp_path.glob("*-device-check.png")).stat().st_size > 0

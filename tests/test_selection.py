@@ -11,8 +11,9 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 import gmmjax
 from gmmjax import select_model
-from gmmjax.selection import (_live_components, _sweep_program, mask_weights,
-                              masked_initial_responsibilities)
+from gmmjax.core import live_components
+from gmmjax.init import initial_responsibilities
+from gmmjax.selection import _sweep_program
 
 from conftest import initial_precisions
 
@@ -46,13 +47,14 @@ def test_masked_em_step_equals_unpadded_step(x64, covariance_type, blobs):
     means = rng.normal(size=(3, 3)) + blobs.mean(0)
     prec = initial_precisions(covariance_type, 3)
     padded = gmmjax.from_precisions(np.array([0.4, 0.6, 0.0]), means, prec, covariance_type)
-    live = _live_components(padded, 2)
+    live = live_components(padded, 2)
     live = live.replace(weights=jnp.array([0.4, 0.6]))
     mask = jnp.array([True, True, False])
     step = jax.jit(gmmjax.em_step)
-    new_p, ll_p, ok_p = step(padded, blobs)
+    new_p, ll_p, ok_p = step(padded, blobs, mask=mask)
     new_l, ll_l, ok_l = step(live, blobs)
-    new_p = _live_components(mask_weights(new_p, mask), 2)
+    assert float(new_p.weights[2]) == 0.0
+    new_p = live_components(new_p, 2)
     assert bool(ok_p) and bool(ok_l)
     assert float(ll_p) == pytest.approx(float(ll_l), rel=1e-13)
     for a, b in zip(jax.tree_util.tree_leaves(new_p), jax.tree_util.tree_leaves(new_l)):
@@ -61,14 +63,15 @@ def test_masked_em_step_equals_unpadded_step(x64, covariance_type, blobs):
 
 @pytest.mark.parametrize("method", ["kmeans", "k-means++", "random", "random_from_data"])
 def test_masked_initial_responsibilities(x64, blobs, method):
-    """Every init method puts no responsibility on masked columns; rows still sum to 1."""
+    """Every init method puts no responsibility on masked columns, and the live columns are
+    exactly those of the unpadded K = 2 init with the same key; rows still sum to 1."""
     x = jnp.asarray(blobs - blobs.mean(0))
     w = jnp.ones(x.shape[0])
-    mask = jnp.array([True, True, False, False])
-    init = jax.jit(masked_initial_responsibilities, static_argnames="method")
-    resp = np.asarray(init(jax.random.key(2), x, w, mask, method=method))
+    init = jax.jit(initial_responsibilities, static_argnums=(3, 4))
+    resp = np.asarray(init(jax.random.key(2), x, w, 4, method, n_live=2))
     assert resp.shape == (120, 4)
     np.testing.assert_array_equal(resp[:, 2:], 0.0)
+    np.testing.assert_array_equal(resp[:, :2], init(jax.random.key(2), x, w, 2, method))
     if method in ("kmeans", "random"):
         np.testing.assert_allclose(resp.sum(1), 1.0, rtol=1e-12)
         assert np.all(resp[:, :2].sum(0) > 0)

@@ -1,0 +1,121 @@
+"""The one EM core: restarts of (initialise -> EM loop) over (rows, component mask), best restart.
+
+Every Gaussian-mixture fit runs this code: :func:`gmmjax.fit` (one device, K padded to a bucket),
+the sharded fit (inside ``shard_map``, ``rows=Rows(data_axis)``), and ``select_model`` (all
+(K, restart) pairs of one covariance type in one ``vmap``, each with its own live count).
+Variants differ only in how they feed rows (:class:`gmmjax.rows.Rows`) and which components are
+live (``n_live``); ``fit_stream`` and the Bayesian fit share the initialisation and the statistics
+pass below it (:mod:`gmmjax.init`, :func:`gmmjax.em.em_step`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from .covariance import get_covariance_model
+from .em import FitResult, LoopState, Status, best_restart, em_step, run_from
+from .init import initialize
+from .params import MixtureParams
+from .rows import LOCAL, Rows, weighted_mean
+
+
+def run_restart(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bound, *,
+                n_components: int, covariance_type: str, init: str, max_iter: int,
+                chunk_size: int | None, rows: Rows = LOCAL) -> LoopState:
+    """One restart on shifted rows: ``init_params`` (None: initialise with ``init`` from ``key``)
+    then EM to convergence. ``n_live`` (None: all K) counts the live leading components."""
+    mask = None if n_live is None else jnp.arange(n_components) < n_live
+    if init_params is None:
+        params, ok = initialize(key, x, w, n_components, covariance_type, init, reg_covar,
+                                chunk_size, rows=rows, n_live=n_live, noise=noise)
+    else:
+        params, ok = init_params, jnp.array(True)
+    zero = jnp.zeros_like(x[0])
+
+    def step(p):
+        return em_step(p, x, w, reg_covar=reg_covar, chunk_size=chunk_size, shift=zero,
+                       mask=mask, rows=rows)
+
+    return run_from(params, ok, step, max_iter, tol, x.dtype, prev_bound)
+
+
+def run_restarts(keys, x, w, init_params, noise, n_live, tol, reg_covar, prev_bound,
+                 **static) -> LoopState:
+    """:func:`run_restart` vmapped over ``keys`` (R,). ``init_params`` and ``n_live`` are
+    per restart when they carry a leading (R,) axis; ``noise`` (if any) always does."""
+    per_restart = (init_params is not None and init_params.weights.ndim == 2)
+    axes = (0, 0 if per_restart else None, None if noise is None else 0,
+            None if n_live is None or jnp.ndim(n_live) == 0 else 0)
+    run = functools.partial(run_restart, tol=tol, reg_covar=reg_covar, prev_bound=prev_bound,
+                            x=x, w=w, **static)
+    return jax.vmap(lambda k, p, r, m: run(k, init_params=p, noise=r, n_live=m), axes)(
+        keys, init_params, noise, n_live)
+
+
+def pick_best(loops: LoopState, shift) -> FitResult:
+    """The best restart (:func:`gmmjax.em.best_restart`) as a FitResult in the data's frame."""
+    best = best_restart(loops.lower_bound, loops.status)
+    pick = jax.tree_util.tree_map(lambda a: a[best], loops)
+    params = pick.state.replace(means=pick.state.means + shift)
+    return FitResult(params, pick.lower_bound, pick.history, pick.n_iter,
+                     pick.status == Status.CONVERGED, pick.status, loops.lower_bound,
+                     loops.status)
+
+
+def fit_restarts(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bound, *,
+                 restart_ids, gather=lambda loops: loops, rows: Rows = LOCAL,
+                 **static) -> FitResult:
+    """The body of every fit program: shift rows to their weighted mean, run restarts
+    ``restart_ids`` (restart i uses ``fold_in(key, i)``, so it does not depend on n_init),
+    ``gather`` them (the restarts other devices ran), and keep the best."""
+    shift = weighted_mean(x, w, rows)
+    if init_params is not None:
+        init_params = init_params.replace(means=init_params.means - shift)
+        if init_params.weights.ndim == 2:
+            init_params = jax.tree_util.tree_map(lambda a: a[restart_ids], init_params)
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, restart_ids)
+    loops = run_restarts(keys, x - shift, w, init_params, noise, n_live, tol, reg_covar,
+                         prev_bound, rows=rows, **static)
+    return pick_best(gather(loops), shift)
+
+
+# --------------------------------------------------------------------------- padded components
+
+def _per_component(params: MixtureParams) -> bool:
+    """Whether the covariances carry one entry per component (all types but tied)."""
+    model = get_covariance_model(params.covariance_type)
+    k, d = params.means.shape[-2:]
+    return model.shape(k, d) != model.shape(k + 1, d)
+
+
+def live_components(params: MixtureParams, n_live: int) -> MixtureParams:
+    """The first ``n_live`` components of padded params (host-side static slicing)."""
+    if params.means.shape[0] == n_live:
+        return params
+    cut = (lambda a: a[:n_live]) if _per_component(params) else (lambda a: a)
+    return MixtureParams(params.weights[:n_live], params.means[:n_live], cut(params.covariances),
+                         cut(params.precisions_cholesky), params.covariance_type)
+
+
+def pad_components(params: MixtureParams, n_components: int) -> MixtureParams:
+    """Append masked components (weight 0, mean 0, unit covariance) up to ``n_components``;
+    params may carry a leading restart axis."""
+    axis = params.weights.ndim - 1
+    extra = n_components - params.means.shape[axis]
+    if extra == 0:
+        return params
+
+    def grow(a, block):
+        block = jnp.broadcast_to(block.astype(a.dtype), a.shape[:axis] + block.shape)
+        return jnp.concatenate([a, block], axis=axis)
+
+    d = params.means.shape[-1]
+    model = get_covariance_model(params.covariance_type)
+    unit = model.add_reg(jnp.zeros(model.shape(extra, d)), 1.0)
+    cut = (lambda a: grow(a, unit)) if _per_component(params) else (lambda a: a)
+    return MixtureParams(grow(params.weights, jnp.zeros((extra,))),
+                         grow(params.means, jnp.zeros((extra, d))), cut(params.covariances),
+                         cut(params.precisions_cholesky), params.covariance_type)
