@@ -371,6 +371,15 @@ class _CachedJit:
         self._memory: dict = {}
         functools.update_wrapper(self, fun)
 
+    def _cache_size(self) -> int:
+        """Programs held in this process (cached path + plain-jit path), like jax.jit's."""
+        return len(self._memory) + self._jitted._cache_size()
+
+    def clear_cache(self) -> None:
+        """Forget the programs held in memory (the disk cache is kept)."""
+        self._memory.clear()
+        self._jitted.clear_cache()
+
     def __getattr__(self, name):    # lower, trace, eval_shape, ... of the plain jit
         if name.startswith("__") or name == "_jitted":
             raise AttributeError(name)

@@ -15,13 +15,27 @@ from gmmjax import compile_cache
 from gmmjax.compile_cache import cached_jit
 
 
+# A constant new in each test session makes these programs new to JAX's own persistent cache
+# (conftest points it at a fixed test folder), so it cannot serve them instead of ours.
+_SESSION = int(np.random.default_rng().integers(1, 1 << 30))
+
+
 def _affine(x, y, scale=2.0, *, power):
-    return scale * x ** power + y
+    return scale * x ** power + y + 0 * jnp.float32(_SESSION)
 
 
 def _fresh():
     """A new cached function with the same name (what a second process sees: nothing in memory)."""
     return cached_jit(_affine, static_argnames=("power", "scale"))
+
+
+@pytest.fixture(autouse=True)
+def _no_jax_cache_writes():
+    """Nothing these tests compile goes to JAX's own (shared) test cache."""
+    before = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1e9)
+    yield
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
 
 
 @pytest.fixture
@@ -62,7 +76,9 @@ def test_miss_then_hit_from_disk(cache):
     f(x, y, power=3)                                # other static value: other program
     f(x.astype(jnp.int32), y, power=2)              # other dtype: other program
     assert _new_events(n) == ["compile", "compile"]
-    assert len(_entries(cache)) == 3
+    assert len(_entries(cache)) == 3 and f._cache_size() == 3
+    f.clear_cache()
+    assert f._cache_size() == 0
 
 
 def test_disabled_stores_nothing(cache):
@@ -191,13 +207,11 @@ def test_loaded_program_equals_plain_jit(cache):
     def program(params, x, chunk_size=None):
         return evaluate.__wrapped__(params, x, chunk_size), jnp.int32(salt)
 
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1e9)
     n = len(compile_cache.events())
     first = cached_jit(program, static_argnames=("chunk_size",))(params, x)
     second = cached_jit(program, static_argnames=("chunk_size",))(params, x)
     assert _new_events(n) == ["compile", "load"]
     plain = jax.jit(program, static_argnames=("chunk_size",))(params, x)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     assert first[1] == second[1] == plain[1] == salt
     for a, b, c in zip(first[0], second[0], plain[0]):
         np.testing.assert_array_equal(a, b)
