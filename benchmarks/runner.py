@@ -248,6 +248,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "implementations, only gmmjax ('main', the default in --quick), or none "
                          "(default: all)")
     ap.add_argument("--matmul-n", type=int, help="size of the square matmul rate probe")
+    ap.add_argument("--workflows", nargs="*", metavar="NAME",
+                    help="time-to-first-result workflows in fresh processes (default: classic in "
+                         "--quick, all otherwise; none with --no-workflows)")
+    ap.add_argument("--no-workflows", action="store_true", help="skip the workflow section")
+    ap.add_argument("--only-workflows", action="store_true", help="skip the speed cases")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-save", action="store_true", help="print only; write no files")
     ap.add_argument("--device-check", action="store_true",
@@ -282,7 +287,7 @@ def main(argv=None) -> dict:
     )
     harness.SETTINGS = settings
     cases, notes = discover(quick)
-    cases = select(cases, args.cases)
+    cases = [] if args.only_workflows else select(cases, args.cases)
     impl_names = None
     if args.impls:
         impl_names = set(args.impls)
@@ -341,6 +346,7 @@ def main(argv=None) -> dict:
         results["cases"].append(rec)
         prog.finish_case()
     prog.close()
+    workflow_text = _run_workflows(args, quick, results)
     results["meta"]["total_s"] = time.perf_counter() - t_start
     try:
         with open("/proc/loadavg") as f:
@@ -357,6 +363,8 @@ def main(argv=None) -> dict:
         print("\nnotes:")
         for n in notes_out:
             print("  -", n)
+    if workflow_text:
+        print("\n" + workflow_text)
     load = results["meta"].get("loadavg_at_end")
     busy = ""
     if load and info.get("affinity_cores") and load[0] > 1.5 * info["affinity_cores"]:
@@ -386,6 +394,24 @@ def main(argv=None) -> dict:
                 print(f"plots failed: {type(e).__name__}: {e}", file=sys.stderr)
         print("wrote " + ", ".join(str(p) for p in written))
     return results
+
+
+def _run_workflows(args, quick: bool, results: dict) -> str:
+    """The time-to-first-result section (benchmarks/workflow.py): fills results["workflows"]
+    and results["imports"]; -> its table."""
+    if args.no_workflows:
+        return ""
+    from . import workflow
+    names = args.workflows or (["classic"] if quick else sorted(workflow.WORKFLOWS))
+    print(f"workflows {', '.join(names)} in fresh processes (first runs compile: minutes)",
+          file=sys.stderr)
+    try:
+        results["workflows"] = workflow.run_workflows(names)
+        results["imports"] = workflow.import_times()
+    except Exception as e:  # noqa: BLE001
+        results["workflows_error"] = f"{type(e).__name__}: {e}"
+        return f"workflows failed: {results['workflows_error']}"
+    return workflow.render(results["workflows"], results["imports"])
 
 
 def _clean(o):

@@ -4,27 +4,53 @@ Functional core (pure; works under jit, vmap and grad), scale-out helpers, and s
 compatible estimators. ``gmmjax.plot`` (matplotlib) and ``gmmjax.io`` are imported explicitly.
 """
 
-from . import distributed
-from .bayesian import BayesianFitResult, BayesianParams, BayesianPriors, fit_bayesian
-from .covariance import COVARIANCE_TYPES, get_covariance_model
-from .density import log_prob, predict, predict_log_proba, predict_proba, sample
-from .em import FitResult, Status, e_step, em_step, m_step
-from .estimators import BayesianGaussianMixture, GaussianMixture
-from .estimators.kernel_density import KernelDensity
-from .estimators.outlier_detector import GaussianMixtureOutlierDetector
+import importlib
+
+# ``fit`` is both a submodule and the function: bind the function now, so a later import of the
+# submodule cannot shadow it. Everything else loads on first use (scikit-learn only with an
+# estimator, optax only with fit_sgd/fit_online): ``import gmmjax`` stays cheap.
 from .fit import fit
-from .init import INIT_METHODS, initialize, kmeans, kmeans_plusplus
-from .kde import kde_bandwidth, kde_log_prob, kde_sample
-from .many import fit_many, pad_datasets
-from .online import (OnlineResult, OnlineState, fit_online, online_init, online_step,
-                     stepwise_schedule)
-from .outliers import contamination_threshold, fit_outlier_detector, inlier_labels, outlier_mask
-from .params import MixtureParams, from_covariances, from_precisions, from_precisions_cholesky
-from .selection import SelectionResult, aic, bic, n_parameters, select_model
-from .sgd import (ConjugatePrior, SGDResult, SGDState, fit_sgd, log_prior, sgd_init, sgd_objective,
-                  sgd_step, weak_prior)
-from .streaming import array_chunks, fit_stream
-from .unconstrained import UnconstrainedParams, from_unconstrained, to_unconstrained
+
+_LAZY = {
+    "covariance": ["COVARIANCE_TYPES", "get_covariance_model"],
+    "density": ["log_prob", "predict", "predict_log_proba", "predict_proba", "sample"],
+    "em": ["FitResult", "Status", "e_step", "em_step", "m_step"],
+    "init": ["INIT_METHODS", "initialize", "kmeans", "kmeans_plusplus"],
+    "params": ["MixtureParams", "from_covariances", "from_precisions", "from_precisions_cholesky"],
+    "bayesian": ["BayesianFitResult", "BayesianParams", "BayesianPriors", "fit_bayesian"],
+    "selection": ["SelectionResult", "aic", "bic", "n_parameters", "select_model"],
+    "outliers": ["contamination_threshold", "fit_outlier_detector", "inlier_labels",
+                 "outlier_mask"],
+    "kde": ["kde_bandwidth", "kde_log_prob", "kde_sample"],
+    "many": ["fit_many", "pad_datasets"],
+    "streaming": ["array_chunks", "fit_stream"],
+    "online": ["OnlineResult", "OnlineState", "fit_online", "online_init", "online_step",
+               "stepwise_schedule"],
+    "sgd": ["ConjugatePrior", "SGDResult", "SGDState", "fit_sgd", "log_prior", "sgd_init",
+            "sgd_objective", "sgd_step", "weak_prior"],
+    "unconstrained": ["UnconstrainedParams", "from_unconstrained", "to_unconstrained"],
+    "estimators": ["BayesianGaussianMixture", "GaussianMixture"],
+    "estimators.kernel_density": ["KernelDensity"],
+    "estimators.outlier_detector": ["GaussianMixtureOutlierDetector"],
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+_SUBMODULES = {"distributed"}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value   # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import digamma, gammaln
 
+from .compile_cache import cached_jit
 from .covariance import get_covariance_model
 from .em import Status, best_restart, run_from
 from .init import INIT_METHODS, initial_responsibilities, resp_stats
@@ -350,7 +351,7 @@ def _one_restart(key, init_value, x, w, priors, tol, reg_covar, prev_bound, *, n
     return run_from(post, ok, step, max_iter, tol, x.dtype, prev_bound)
 
 
-@functools.partial(jax.jit, static_argnames=("n_components", "covariance_type", "weight_type",
+@functools.partial(cached_jit, static_argnames=("n_components", "covariance_type", "weight_type",
                                              "init", "n_init", "max_iter", "chunk_size"))
 def _bayesian_program(key, x, w, init_value, prior_args, tol, reg_covar, prev_bound, *,
                       n_components, covariance_type, weight_type, init, n_init, max_iter,
@@ -540,7 +541,7 @@ def _log_resp_norm(post: BayesianParams, x: jax.Array):
     return log_resp_and_norm(weighted_log_prob(post, x, shift=jnp.mean(post.means, axis=0)))
 
 
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
+@functools.partial(cached_jit, static_argnames=("chunk_size",))
 def evaluate(post: BayesianParams, x: jax.Array, chunk_size: int | None = None):
     """(log responsibilities (N, K), log-sum-exp (N,)) for rows x, chunked. One program serves
     ``log_prob``, ``predict*`` and the estimator's methods."""

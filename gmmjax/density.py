@@ -1,17 +1,91 @@
-"""Evaluating a fitted mixture: log density, responsibilities, hard labels, sampling."""
+"""Evaluating a fitted mixture: log density, responsibilities, hard labels, sampling.
+
+Few programs: ONE compiled evaluation program returns (log responsibilities, log density) and
+serves ``log_prob``, ``predict``, ``predict_proba``, ``predict_log_proba`` and the estimators'
+``score_samples``/``predict``/``predict_proba``/``score``/``bic``; ONE sampling program serves
+``sample``. With concrete inputs (not under the user's jit/vmap/grad), rows are padded to coarse
+buckets (:func:`eval_rows`) and, for D ≤ ``FULL_FORM_MAX_FEATURES``, the parameters of every
+covariance type are given in the "full" layout, so repeated calls of any size and all four
+covariance types share programs (each new program costs ~0.2-1 s to compile).
+"""
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from .compile_cache import cached_jit
 from .covariance import get_covariance_model
 from .fit import auto_chunk_size
 from .params import MixtureParams
 from .stats import chunked_map, log_resp_and_norm, weighted_log_prob
 from .validation import check_data, check_int, check_params
+
+# Up to this many features, diag/spherical/tied are evaluated as full matrices: one program for
+# all four types, at K·D² instead of K·D flops per row (immaterial for small D).
+FULL_FORM_MAX_FEATURES = 8
+EVAL_MIN_ROWS = 128     # smaller inputs share the 128-row program
+
+
+def eval_rows(n: int, chunk_size: int | None = None) -> int:
+    """Padded row count of an evaluation: N rounded up to 8 buckets per doubling (≤ 1/8
+    padding, at least EVAL_MIN_ROWS), then to a multiple of ``chunk_size``."""
+    n = max(n, EVAL_MIN_ROWS)
+    step = 1 << max(0, n.bit_length() - 4)
+    rows = -(-n // step) * step
+    if chunk_size is not None:
+        rows = -(-rows // chunk_size) * chunk_size
+    return rows
+
+
+def _traced(*trees) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
+
+
+def evaluation_params(params: MixtureParams, dtype=None) -> MixtureParams:
+    """Concrete ``params`` as host numpy arrays in ``dtype``, in the "full" layout when D is at
+    most FULL_FORM_MAX_FEATURES (the same densities; one compiled program for every type)."""
+    params = jax.device_get(params)
+    dtype = np.dtype(dtype if dtype is not None else np.asarray(params.means).dtype)
+    weights, means, cov, chol = (np.asarray(a, dtype) for a in (
+        params.weights, params.means, params.covariances, params.precisions_cholesky))
+    k, d = means.shape
+    if params.covariance_type == "full" or d > FULL_FORM_MAX_FEATURES:
+        return MixtureParams(weights, means, cov, chol, params.covariance_type)
+    model = get_covariance_model(params.covariance_type)
+
+    def as_matrices(a):   # (K, D, D) from the type's per-component layout
+        per = np.asarray(model.per_component(a, k), dtype)
+        if per.ndim == 3:
+            return per
+        return np.eye(d, dtype=dtype) * per.reshape(k, -1)[:, :, None]
+
+    return MixtureParams(weights, means, as_matrices(cov), as_matrices(chol), "full")
+
+
+@cached_jit(static_argnames=("chunk_size",))
+def evaluate(params: MixtureParams, x: jax.Array, chunk_size: int | None = None):
+    """(log responsibilities (N, K), log density (N,)) of rows ``x``, chunked. The one
+    evaluation program (use it under jit; on the host prefer :func:`evaluate_rows`)."""
+    shift = jnp.mean(params.means, axis=0)
+    return chunked_map(lambda xc: log_resp_and_norm(weighted_log_prob(params, xc, shift)), x,
+                       chunk_size)
+
+
+def evaluate_rows(params: MixtureParams, x, chunk_size: int | None = None):
+    """:func:`evaluate` of concrete rows through the shared program: rows padded to
+    :func:`eval_rows`, parameters in :func:`evaluation_params` form. -> the padded outputs
+    (the first ``x.shape[0]`` rows are the answer; the caller slices, on the host if it can)."""
+    x = np.asarray(x)
+    n, d = x.shape
+    params = evaluation_params(params, x.dtype)
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(n, params.n_components, d)
+    rows = eval_rows(n, chunk_size)
+    if rows != n:
+        x = np.concatenate([x, np.zeros((rows - n, d), x.dtype)])
+    return evaluate(params, x, chunk_size)
 
 
 def _auto_chunk(params: MixtureParams, x: jax.Array, chunk_size: int | None) -> int | None:
@@ -29,49 +103,73 @@ def _checked(params: MixtureParams, X) -> jax.Array:
     return x.astype(jnp.result_type(x.dtype, params.means.dtype))
 
 
-def _log_resp_norm(params: MixtureParams, x: jax.Array):
-    return log_resp_and_norm(weighted_log_prob(params, x, shift=jnp.mean(params.means, axis=0)))
+def _evaluated(params: MixtureParams, X, chunk_size: int | None):
+    """(log_resp, log density, traced). Concrete input: NumPy arrays of the real rows (the
+    host slices and transforms them: no eager XLA op, so no compile per N); traced: jax."""
+    x = _checked(params, X)
+    chunk = _auto_chunk(params, x, chunk_size)
+    if _traced(params, x):
+        return (*evaluate(params, x, chunk), True)
+    n = x.shape[0]
+    log_resp, norm = jax.device_get(evaluate_rows(params, np.asarray(x), chunk))
+    return log_resp[:n], norm[:n], False
 
 
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
-def _log_prob(params, x, chunk_size=None):
-    return chunked_map(lambda xc: _log_resp_norm(params, xc)[1], x, chunk_size)
-
-
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
-def _log_resp(params, x, chunk_size=None):
-    return chunked_map(lambda xc: _log_resp_norm(params, xc)[0], x, chunk_size)
+def _out(a: np.ndarray, traced: bool) -> jax.Array:
+    return a if traced else jax.device_put(
+        a.astype(jax.dtypes.canonicalize_dtype(a.dtype), copy=False))
 
 
 def log_prob(params: MixtureParams, X, *, chunk_size: int | None = None) -> jax.Array:
     """(N,) log density log Σ_k π_k N(x | μ_k, Σ_k) (sklearn's ``score_samples``)."""
-    x = _checked(params, X)
-    return _log_prob(params, x, _auto_chunk(params, x, chunk_size))
+    _, norm, traced = _evaluated(params, X, chunk_size)
+    return _out(norm, traced)
 
 
 def predict_log_proba(params: MixtureParams, X, *, chunk_size: int | None = None) -> jax.Array:
     """(N, K) log responsibilities."""
-    x = _checked(params, X)
-    return _log_resp(params, x, _auto_chunk(params, x, chunk_size))
+    log_resp, _, traced = _evaluated(params, X, chunk_size)
+    return _out(log_resp, traced)
 
 
 def predict_proba(params: MixtureParams, X, *, chunk_size: int | None = None) -> jax.Array:
     """(N, K) responsibilities p(k | x); rows sum to 1."""
-    return jnp.exp(predict_log_proba(params, X, chunk_size=chunk_size))
+    log_resp, _, traced = _evaluated(params, X, chunk_size)
+    return jnp.exp(log_resp) if traced else _out(np.exp(log_resp), traced)
 
 
 def predict(params: MixtureParams, X, *, chunk_size: int | None = None) -> jax.Array:
     """(N,) most probable component (ties -> lowest index)."""
-    return jnp.argmax(predict_log_proba(params, X, chunk_size=chunk_size), axis=1)
+    log_resp, _, traced = _evaluated(params, X, chunk_size)
+    return jnp.argmax(log_resp, axis=1) if traced else _out(np.argmax(log_resp, axis=1), traced)
 
 
-@functools.partial(jax.jit, static_argnames=("n_samples",))
-def _sample(key, params, n_samples):
+@cached_jit(static_argnames=("rows",))
+def _sample(key, params, n_samples, salt, rows):
+    """``rows`` draws, of which the first ``n_samples`` (an operand) are real and sorted by
+    label; the rest pad (so nearby sample sizes share a program). ``salt``: None, or an int
+    folded into the key first."""
+    if salt is not None:
+        key = jax.random.fold_in(key, salt)
     label_key, noise_key = jax.random.split(key)
-    labels = jnp.sort(jax.random.categorical(label_key, jnp.log(params.weights), shape=(n_samples,)))
-    z = jax.random.normal(noise_key, (n_samples, params.n_features), params.means.dtype)
+    labels = jax.random.categorical(label_key, jnp.log(params.weights), shape=(rows,))
+    labels = jnp.sort(jnp.where(jnp.arange(rows) < n_samples, labels, params.n_components))
+    labels = jnp.minimum(labels, params.n_components - 1)
+    z = jax.random.normal(noise_key, (rows, params.n_features), params.means.dtype)
     model = get_covariance_model(params.covariance_type)
     return params.means[labels] + model.noise_transform(z, labels, params.precisions_cholesky), labels
+
+
+def sample_rows(key: jax.Array, params: MixtureParams, n_samples: int, salt: int | None = None):
+    """(X, labels) of :func:`sample` with concrete params padded to :func:`eval_rows` rows and
+    in :func:`evaluation_params` form (one program for nearby sizes and every type); the first
+    ``n_samples`` rows are the draws (from ``fold_in(key, salt)`` when a salt is given). Traced
+    params draw exactly ``n_samples`` rows."""
+    salt = None if salt is None else np.uint32(salt)
+    if _traced(key, params):
+        return _sample(key, params, n_samples, salt, rows=n_samples)
+    return _sample(key, evaluation_params(params), np.int32(n_samples), salt,
+                   rows=eval_rows(n_samples))
 
 
 def sample(key: jax.Array, params: MixtureParams, n_samples: int) -> tuple[jax.Array, jax.Array]:
@@ -80,4 +178,9 @@ def sample(key: jax.Array, params: MixtureParams, n_samples: int) -> tuple[jax.A
     Reparameterised: X is differentiable in the means and the precision Cholesky factors.
     """
     check_params(params)
-    return _sample(key, params, check_int(n_samples, "n_samples", 1))
+    n = check_int(n_samples, "n_samples", 1)
+    x, labels = sample_rows(key, params, n)
+    if x.shape[0] == n:
+        return x, labels
+    x, labels = jax.device_get((x, labels))         # slice on the host: no compile per n
+    return jax.device_put(x[:n]), jax.device_put(labels[:n])

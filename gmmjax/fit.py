@@ -7,6 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from .compile_cache import cached_jit
 from .core import fit_restarts
 from .em import FitResult, best_restart  # noqa: F401  (best_restart: re-exported)
 from .params import MixtureParams
@@ -24,7 +25,7 @@ def _is_row_sharded(x) -> bool:
     return is_row_sharded(x)
 
 
-@functools.partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "n_init",
+@functools.partial(cached_jit, static_argnames=("n_components", "covariance_type", "init", "n_init",
                                              "max_iter", "chunk_size"))
 def _fit_program(key, x, w, init_params, tol, reg_covar, prev_bound=None, *, n_components,
                  covariance_type, init, n_init, max_iter, chunk_size):

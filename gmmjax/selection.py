@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .compile_cache import cached_jit
 from .covariance import COVARIANCE_TYPES, get_covariance_model
 from .density import log_prob
 from .core import live_components, pick_best, run_restarts
@@ -60,7 +61,7 @@ def aic(params: MixtureParams, X, sample_weight=None) -> jnp.ndarray:
     return -2.0 * total + 2.0 * n_parameters(params)
 
 
-@functools.partial(jax.jit, static_argnames=("k_max", "n_init", "covariance_type", "init",
+@functools.partial(cached_jit, static_argnames=("k_max", "n_init", "covariance_type", "init",
                                              "max_iter", "chunk_size"))
 def _sweep_program(key, x, w, ks, tol, reg_covar, *, k_max, n_init, covariance_type, init,
                    max_iter, chunk_size):

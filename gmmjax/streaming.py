@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .compile_cache import cached_jit
 from .covariance import get_covariance_model
 from .em import FitResult, LoopState, Status, advance, best_restart, update_from_stats
 from .init import initialize
@@ -225,7 +226,7 @@ class _Scan:
 
 # --------------------------------------------------------------------------- device programs
 
-@functools.partial(jax.jit, static_argnames=("n_components", "covariance_type", "init",
+@functools.partial(cached_jit, static_argnames=("n_components", "covariance_type", "init",
                                              "n_init", "chunk_size"))
 def _init_program(key, x, w, shift, reg_covar, *, n_components, covariance_type, init, n_init,
                   chunk_size):
@@ -250,7 +251,7 @@ def _stats_fn(inner):
     return fn
 
 
-@functools.partial(jax.jit, static_argnames=("inner",))
+@functools.partial(cached_jit, static_argnames=("inner",))
 def _accumulate(acc, params, x, w, shift, *, inner):
     """acc + statistics of one fixed-shape chunk, for each restart (vmapped). Compiles once."""
     return _stats_fn(inner)(acc, params, x, w, shift)
@@ -270,7 +271,7 @@ def _sharded_accumulate(mesh, data_axis, inner):
     return jax.jit(fn)
 
 
-@jax.jit
+@cached_jit
 def _em_update(acc, params, lower_bound, history, n_iter, status, tol, reg_covar, shift):
     """M-step of every restart plus ``run_loop``'s bookkeeping, for restarts still running."""
     def one(stats, p, lb, hist, it, st):

@@ -64,11 +64,11 @@ def check_data(x, name: str = "X", min_samples: int = 1) -> jax.Array:
         raise ValueError(f"{name} has {shape[0]} sample(s) (shape {tuple(shape)}); at least "
                          f"{min_samples} required.")
     dtype = float_dtype(x)
+    # Concrete data (also closed over inside jit/grad) is checked on the host with NumPy: no
+    # per-shape XLA compile of isfinite/all for a check.
+    bad = not is_traced(x) and not bool(np.all(np.isfinite(arr)))
+    kind = "NaN" if bad and bool(np.any(np.isnan(arr))) else "infinity"
     x = jnp.asarray(x, dtype)
-    # ensure_compile_time_eval: concrete data closed over inside jit/grad is still checked eagerly.
-    with jax.ensure_compile_time_eval():
-        bad = not is_traced(x) and not bool(jnp.all(jnp.isfinite(x)))
-        kind = "NaN" if bad and bool(jnp.any(jnp.isnan(x))) else "infinity"
     if bad:
         raise ValueError(f"{name} contains {kind} (shape {tuple(shape)}); remove or impute those "
                          "values first.")
@@ -90,18 +90,19 @@ def check_sample_weight(sample_weight, n_samples: int, dtype) -> jax.Array:
 
 def _check_weight_values(w) -> None:
     if not is_traced(w):
-        if not bool(jnp.all(jnp.isfinite(w))):
+        w = np.asarray(w)       # host checks: no XLA compile per shape
+        if not bool(np.all(np.isfinite(w))):
             raise ValueError("sample_weight contains NaN or infinity.")
-        if bool(jnp.any(w < 0)):
+        if bool(np.any(w < 0)):
             raise ValueError(f"sample_weight must be non-negative; got a minimum of "
-                             f"{float(jnp.min(w)):g}.")
-        if not float(jnp.sum(w)) > 0:
+                             f"{float(np.min(w)):g}.")
+        if not float(np.sum(w)) > 0:
             raise ValueError("sample_weight sums to zero; at least one row needs positive weight.")
 
 
 def check_n_samples(w, n_components: int) -> None:
     """At least n_components rows with positive weight (when the weights are concrete)."""
-    n = w.shape[0] if is_traced(w) else int(jnp.sum(w > 0))
+    n = w.shape[0] if is_traced(w) else int(np.sum(np.asarray(w) > 0))
     if n < n_components:
         raise ValueError(f"Expected n_samples >= n_components but got n_components = "
                          f"{n_components}, n_samples = {n}")

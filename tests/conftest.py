@@ -9,6 +9,12 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
                                " --xla_llvm_disable_expensive_passes=true").strip()
 
+# gmmjax's own compile cache: a private test folder, never the user's (~/.cache/gmmjax). It
+# persists across runs like JAX's test cache below (entries are keyed by gmmjax's source hash).
+os.environ["GMMJAX_CACHE_DIR"] = os.environ.get(
+    "GMMJAX_TEST_CACHE_DIR", "/tmp/gmmjax-test-jax-cache") + f"-gmmjax-{os.getuid()}"
+os.environ.pop("GMMJAX_CACHE", None)
+
 import jax  # noqa: E402
 import numpy as np
 import pytest

@@ -145,7 +145,7 @@ def test_main_writes_json_table_and_plots(tmp_path, monkeypatch, capsys):
              cases_core.score_case(N, D, K, "full")]
     monkeypatch.setattr(runner, "discover", lambda quick: (micro, ["a note"]))
     res = runner.main(["--quick", "--out", str(tmp_path), "--matmul-n", "64", "--repeats", "1",
-                       "--min-time", "0", "--xla-memory", "none"])
+                       "--min-time", "0", "--xla-memory", "none", "--no-workflows"])
     out = capsys.readouterr().out
     assert "em-full-N240-D2-K2" in out and "speedup" in out and "a note" in out
     files = sorted(p.name for p in tmp_path.iterdir())

@@ -43,9 +43,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from ..density import eval_rows, evaluation_params, sample_rows
 from ..em import Status
 from ..fit import bucket_rows
-from ..stats import log_resp_and_norm
 
 __all__ = ["BaseMixtureEstimator", "ILL_DEFINED_MESSAGE", "pad_rows", "random_key", "x64_scope"]
 
@@ -84,15 +84,13 @@ def random_key(random_state, salt: int | None = None) -> jax.Array:
         seed = int(random_state)
     else:
         seed = int(check_random_state(random_state).randint(0, 2**32, dtype=np.uint64))
-    key = jax.random.PRNGKey(np.uint32(seed))
+    if jax.config.jax_default_prng_impl == "threefry2x32" and not jax.config.jax_enable_custom_prng:
+        key = np.array([0, seed], np.uint32)   # == PRNGKey(uint32 seed), without an XLA compile
+    else:  # pragma: no cover - another PRNG implementation configured by the user
+        key = jax.random.PRNGKey(np.uint32(seed))
     if salt is not None:
         key = jax.random.fold_in(key, salt)
     return key
-
-
-@jax.jit
-def _resp_norm_from_wlp(wlp):
-    return log_resp_and_norm(wlp)
 
 
 MIN_ROWS = 128  # estimators pad small inputs to at least this many rows: one program for all
@@ -114,10 +112,6 @@ def pad_rows(x: np.ndarray, sample_weight=None, chunk_size: int | None = None):
         return x, w
     return (np.concatenate([x, np.zeros((n_pad - n,) + x.shape[1:], x.dtype)]),
             np.concatenate([w, np.zeros(n_pad - n, x.dtype)]))
-
-
-def _pad_rows(x: np.ndarray) -> np.ndarray:
-    return pad_rows(x)[0]
 
 
 class BaseMixtureEstimator(DensityMixin, BaseEstimator):
@@ -287,7 +281,8 @@ class BaseMixtureEstimator(DensityMixin, BaseEstimator):
         dtype = np.result_type(in_dtype, self._fitted_dtype())
         n = X.shape[0]
         with x64_scope(dtype):
-            x = jnp.asarray(_pad_rows(np.asarray(X, dtype)))
+            x = np.asarray(X, dtype)
+            x = jax.device_put(np.concatenate([x, np.zeros((eval_rows(n) - n, x.shape[1]), dtype)]))
             log_resp, norm = self._log_resp_and_norm(x)
             return (np.asarray(log_resp, dtype)[:n], np.asarray(norm, dtype)[:n])
 
@@ -328,13 +323,11 @@ class BaseMixtureEstimator(DensityMixin, BaseEstimator):
         if n < 1:
             raise ValueError(f"Invalid value for 'n_samples': {n} . The sampling requires at "
                              "least one sample.")
-        from ..density import sample as _sample
         dtype = self._fitted_dtype()
         with x64_scope(dtype):
-            params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype),
-                                            self._sampling_params())
-            x, y = _sample(random_key(self.random_state, _SAMPLE_SALT), params, n)
-            return np.asarray(x, np.float64), np.asarray(y, np.int64)
+            params = evaluation_params(self._sampling_params(), dtype)
+            x, y = sample_rows(random_key(self.random_state), params, n, salt=_SAMPLE_SALT)
+            return np.asarray(x, np.float64)[:n], np.asarray(y, np.int64)[:n]
 
     # ------------------------------------------------------------------ verbose
 

@@ -12,10 +12,11 @@ from sklearn.utils import check_array
 from sklearn.utils._param_validation import StrOptions
 
 from ..covariance import COVARIANCE_TYPES, get_covariance_model
+from ..compile_cache import cached_jit
+from ..density import evaluate, evaluation_params
 from ..fit import auto_chunk_size, fit
 from ..init import initialize
 from ..params import MixtureParams, from_precisions
-from ..stats import chunked_map, log_resp_and_norm, weighted_log_prob
 from ._base import FLOAT32_HINT, ILL_DEFINED_MESSAGE, BaseMixtureEstimator, pad_rows, x64_scope
 
 __all__ = ["GaussianMixture"]
@@ -74,7 +75,7 @@ def _check_precisions(precisions, covariance_type: str, n_components: int,
 
 # ---------------------------------------------------------------------- compiled helpers
 
-@functools.partial(jax.jit, static_argnames=("n_components", "covariance_type", "method",
+@functools.partial(cached_jit, static_argnames=("n_components", "covariance_type", "method",
                                              "n_init", "chunk_size"))
 def _initial_params(key, x, w, reg_covar, *, n_components, covariance_type, method, n_init,
                     chunk_size):
@@ -86,13 +87,6 @@ def _initial_params(key, x, w, reg_covar, *, n_components, covariance_type, meth
     params, ok = jax.vmap(lambda k: initialize(k, xs, w, n_components, covariance_type, method,
                                                reg_covar, chunk_size))(keys)
     return params.replace(means=params.means + shift), ok
-
-
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
-def _log_resp_norm(params, x, chunk_size):
-    shift = jnp.mean(params.means, axis=0)
-    return chunked_map(lambda xc: log_resp_and_norm(weighted_log_prob(params, xc, shift)), x,
-                       chunk_size)
 
 
 # ---------------------------------------------------------------------- the estimator
@@ -229,7 +223,7 @@ class GaussianMixture(BaseMixtureEstimator):
         chunk = (self.chunk_size if self.chunk_size is not None
                  else auto_chunk_size(n, self.n_components, d))
         x, w = pad_rows(X, sample_weight, chunk)
-        x, w = jnp.asarray(x), jnp.asarray(w)
+        x, w = jax.device_put(x), jax.device_put(w)     # (jnp.asarray compiles a copy)
         common = dict(covariance_type=self.covariance_type, max_iter=max_iter, tol=self.tol,
                       reg_covar=self.reg_covar, sample_weight=w, chunk_size=chunk)
         if init is not None:
@@ -250,16 +244,17 @@ class GaussianMixture(BaseMixtureEstimator):
         self.means_ = np.asarray(state.means, dtype)
         self.covariances_ = np.asarray(state.covariances, dtype)
         self.precisions_cholesky_ = np.asarray(state.precisions_cholesky, dtype)
-        model = get_covariance_model(state.covariance_type)
-        with x64_scope(dtype):
-            self.precisions_ = np.asarray(model.precisions(jnp.asarray(self.precisions_cholesky_)),
-                                          dtype)
+        chol = self.precisions_cholesky_      # precisions U Uᵀ (or U² elementwise) on the host
+        self.precisions_ = (chol @ np.swapaxes(chol, -1, -2) if _is_matrix_type(self.covariance_type)
+                            else chol * chol)
 
     def _log_resp_and_norm(self, x):
         chunk = self.chunk_size
         if chunk is None:   # bounded memory for large N, as in fit
             chunk = auto_chunk_size(x.shape[0], self.n_components, x.shape[1])
-        return _log_resp_norm(self._get_state().astype(x.dtype), x, chunk)
+        params = MixtureParams(self.weights_, self.means_, self.covariances_,
+                               self.precisions_cholesky_, self.covariance_type)
+        return evaluate(evaluation_params(params, x.dtype), x, chunk)
 
     # ------------------------------------------------------------------ gmmjax extensions
 

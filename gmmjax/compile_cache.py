@@ -1,0 +1,499 @@
+"""A persistent, per-user cache of gmmjax's compiled programs: :func:`cached_jit`.
+
+``cached_jit(fun, static_argnames=...)`` is a drop-in for ``jax.jit``. On a call with concrete
+arguments it looks the program up BEFORE tracing: first in memory, then on disk (an executable
+stored with ``jax.experimental.serialize_executable``), and only on a miss traces, lowers and
+compiles, then stores the executable. A second process on the same machine so skips tracing,
+lowering and compiling (measured ~0.1 s to load vs ~1-5 s to build a fit program on a 2-core CPU).
+Tracer arguments (a call inside the user's ``jit``/``vmap``/``grad``), sharded or non-default-device
+arrays, ``jax.disable_jit()`` and static arguments that are not plain values all take the plain
+``jax.jit`` path, unchanged. JAX's own persistent cache (``jax_compilation_cache_dir``) is never
+touched, so the user's programs are cached exactly as they configured.
+
+Where: ``$GMMJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/gmmjax``, else ``~/.cache/gmmjax``; inside,
+one folder per machine key (backend, device kind, platform version, CPU features, jax/jaxlib/Python
+versions, XLA_FLAGS, and a hash of gmmjax's own source, so any code change starts afresh).
+``GMMJAX_CACHE=0`` turns it off; ``GMMJAX_CACHE_MAX_MB`` bounds its size (default 512; the oldest
+used entries are evicted). A compiled program is code: folders are created 0700, and a folder or
+file not owned by the user or writable by group/others is never read (a warning, once). A failed
+load (corrupt file, other CPU, other version) recompiles silently; a folder that cannot be written
+warns once and the package works without the cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import os
+import pickle
+import platform
+import stat
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import jax
+
+__all__ = ["CacheEvent", "cache_dir", "cached_jit", "clear", "configure", "events"]
+
+DEFAULT_MAX_MB = 512
+_MAGIC = b"GMMJAXC1"
+_SUFFIX = ".gmmx"
+_OFF_VALUES = {"0", "false", "no", "off"}
+_PLAIN = (type(None), bool, int, float, str)
+
+
+@dataclass
+class CacheEvent:
+    """One program obtained by a :func:`cached_jit` function: ``kind`` is "compile" (traced,
+    lowered and compiled: a miss), "load" (read from disk) or "uncached" (compiled, not storable).
+    ``seconds`` is the time it took."""
+
+    function: str
+    kind: str
+    seconds: float
+
+
+@dataclass
+class _State:
+    configured: bool = False
+    root: Path | None = None          # None: disabled
+    max_bytes: int = DEFAULT_MAX_MB << 20
+    machine_dir: Path | None = None   # resolved lazily at the first store/load
+    warned: bool = False
+    events: list = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_state = _State()
+
+
+def _default_root() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "gmmjax"
+
+
+def configure(directory: str | os.PathLike | None = None, *, enabled: bool | None = None,
+              max_mb: float | None = None) -> None:
+    """Set the cache folder, switch it on or off, or bound its size (MB), overriding the
+    environment (``GMMJAX_CACHE_DIR``, ``GMMJAX_CACHE``, ``GMMJAX_CACHE_MAX_MB``). Programs already
+    in memory stay; later lookups use the new setting. ``configure()`` re-reads the environment."""
+    with _state.lock:
+        env_on = os.environ.get("GMMJAX_CACHE", "1").strip().lower() not in _OFF_VALUES
+        on = env_on if enabled is None else bool(enabled)
+        if directory is None:
+            directory = os.environ.get("GMMJAX_CACHE_DIR") or _default_root()
+        if max_mb is None:
+            try:
+                max_mb = float(os.environ.get("GMMJAX_CACHE_MAX_MB", DEFAULT_MAX_MB))
+            except ValueError:
+                max_mb = DEFAULT_MAX_MB
+        _state.root = Path(directory).expanduser() if on else None
+        _state.max_bytes = int(max_mb * (1 << 20))
+        _state.machine_dir = None
+        _state.warned = False
+        _state.configured = True
+
+
+def _ensure_configured() -> None:
+    if not _state.configured:
+        configure()
+
+
+def cache_dir() -> Path | None:
+    """The folder entries of this machine go to (None when the cache is off or unusable)."""
+    _ensure_configured()
+    return _machine_dir()
+
+
+def events() -> list[CacheEvent]:
+    """Programs built or loaded so far in this process (a copy), for benchmarks and tests."""
+    return list(_state.events)
+
+
+def clear() -> None:
+    """Delete every stored entry under the cache root (all machines). Memory copies stay."""
+    _ensure_configured()
+    root = _state.root
+    if root is None or not root.is_dir():
+        return
+    for sub in [root, *(p for p in root.iterdir() if p.is_dir())]:
+        for f in sub.glob("*" + _SUFFIX):
+            f.unlink(missing_ok=True)
+
+
+def _warn_once(message: str) -> None:
+    if not _state.warned:
+        _state.warned = True
+        warnings.warn(f"gmmjax compile cache: {message}; running without it (programs are "
+                      "compiled in each process). Set GMMJAX_CACHE_DIR to a private folder, or "
+                      "GMMJAX_CACHE=0 to silence this.", RuntimeWarning, stacklevel=4)
+
+
+# ---------------------------------------------------------------------- machine key
+
+@functools.lru_cache(maxsize=1)
+def _source_hash() -> str:
+    """sha256 of gmmjax's own .py files (so any code change invalidates the cache)."""
+    h = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        h.update(str(path.relative_to(package)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _cpu_features() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _machine_key() -> str:
+    import jaxlib
+    device = jax.devices()[0]
+    parts = [jax.__version__, jaxlib.__version__, sys.version, platform.machine(),
+             jax.default_backend(), device.platform, device.device_kind,
+             getattr(device.client, "platform_version", ""), _cpu_features(),
+             os.environ.get("XLA_FLAGS", ""), _source_hash()]
+    return hashlib.sha256("\n".join(map(str, parts)).encode()).hexdigest()[:24]
+
+
+# ---------------------------------------------------------------------- permissions
+
+def _private(st: os.stat_result) -> bool:
+    return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _make_private_dir(path: Path) -> str | None:
+    """Create ``path`` 0700 if missing; None if usable, else why not."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.stat()
+    except OSError as e:
+        return f"cannot create {path} ({e.strerror or e})"
+    if not hasattr(os, "getuid"):   # pragma: no cover - Windows: rely on the user profile's ACLs
+        return None
+    if not _private(st):
+        return (f"refusing {path}: not owned by this user or writable by group/others (a "
+                "compiled program is code)")
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} is not writable"
+    return None
+
+
+def _machine_dir() -> Path | None:
+    if _state.root is None:
+        return None
+    if _state.machine_dir is None:
+        root = _state.root
+        why = _make_private_dir(root) or _make_private_dir(root / _machine_key())
+        if why is not None:
+            _state.root = None
+            _warn_once(why)
+            return None
+        _state.machine_dir = root / _machine_key()
+    return _state.machine_dir
+
+
+# ---------------------------------------------------------------------- entries on disk
+
+def _read_entry(path: Path, key: str):
+    """(in_tree, out_tree, payload) of a stored entry, or None (absent, foreign or corrupt)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if hasattr(os, "getuid") and not _private(os.fstat(f.fileno())):
+            _warn_once(f"refusing {path}: not owned by this user or writable by group/others")
+            return None
+        data = f.read()
+    if not data.startswith(_MAGIC):
+        return None
+    try:
+        n = int.from_bytes(data[len(_MAGIC):len(_MAGIC) + 8], "little")
+        head = len(_MAGIC) + 8
+        stored_key, in_tree, out_tree = pickle.loads(data[head:head + n])
+    except Exception:
+        return None
+    if stored_key != key:
+        return None
+    return in_tree, out_tree, data[head + n:]
+
+
+def _write_entry(directory: Path, path: Path, key: str, in_tree, out_tree, payload: bytes) -> None:
+    head = pickle.dumps((key, in_tree, out_tree), protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(_MAGIC + len(head).to_bytes(8, "little") + head + payload)
+        os.replace(tmp, path)
+    except OSError as e:
+        _state.root = _state.machine_dir = None
+        _warn_once(f"cannot write to {directory} ({e.strerror or e})")
+        return
+    _evict(directory.parent)
+
+
+@functools.lru_cache(maxsize=1)
+def _prepare_runtime() -> None:
+    """What lowering would have set up before a program runs: on CPU, the LAPACK kernels behind
+    the custom calls of cholesky/triangular solves are bound lazily at lowering time, and a
+    loaded program calling them unbound crashes (jax 0.10)."""
+    try:
+        from jax._src.lax.linalg import initialize_lapack
+        initialize_lapack()
+    except Exception:  # pragma: no cover - moved in another jax: lowering will bind them
+        pass
+
+
+def _discard(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def _evict(root: Path) -> None:
+    """Delete the least recently used entries (all machines) until the total is under the bound."""
+    entries = []
+    try:
+        for sub in os.scandir(root):
+            if sub.is_dir(follow_symlinks=False):
+                for e in os.scandir(sub.path):
+                    if e.name.endswith((_SUFFIX, ".tmp")):
+                        st = e.stat(follow_symlinks=False)
+                        entries.append((st.st_mtime, st.st_size, e.path))
+    except OSError:
+        return
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in sorted(entries):
+        if total <= _state.max_bytes:
+            break
+        try:
+            os.unlink(path)
+            total -= size
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------------- lookup keys
+
+_thread = threading.local()     # .jax_cache_hit: JAX's own persistent cache served a compile
+
+
+def _on_jax_event(event: str, **_) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _thread.jax_cache_hit = True
+
+
+@functools.lru_cache(maxsize=1)
+def _listen_to_jax_cache() -> None:
+    jax.monitoring.register_event_listener(_on_jax_event)
+
+
+try:
+    from jax._src.config import trace_context as _trace_context
+except ImportError:  # pragma: no cover - the private API moved: keep the essential flag
+    def _trace_context():
+        return (jax.config.jax_enable_x64,)
+
+
+def _config_text(items: tuple) -> str:
+    """The JAX settings that change what a trace produces (x64, matmul precision, PRNG, ...), as
+    text stable across processes (objects without a plain value are named by their type)."""
+    return repr(tuple(v if isinstance(v, (*_PLAIN, Enum, tuple)) else type(v).__name__
+                      for v in items))
+
+
+try:    # the concrete array class: an exact type check is the fast path of every call
+    from jax._src.array import ArrayImpl as _array_type
+except ImportError:  # pragma: no cover
+    _array_type = None
+
+
+@functools.lru_cache(maxsize=1)
+def _default_devices() -> frozenset:
+    return frozenset({jax.devices()[0]})
+
+
+def _leaf_key(leaf):
+    """Hashable abstract value of one argument leaf, or None when the plain jit must run."""
+    if isinstance(leaf, jax.core.Tracer):
+        return None
+    if isinstance(leaf, jax.Array):
+        if leaf.sharding.device_set != _default_devices():
+            return None
+        return (leaf.shape, leaf.dtype, getattr(leaf, "weak_type", False))
+    if hasattr(leaf, "__array__") and hasattr(leaf, "dtype") and hasattr(leaf, "shape"):
+        return (tuple(leaf.shape), leaf.dtype, False)
+    if isinstance(leaf, (bool, int, float, complex)):
+        return type(leaf).__name__
+    return None
+
+
+def _static_ok(value) -> bool:
+    if isinstance(value, tuple):
+        return all(_static_ok(v) for v in value)
+    return type(value) in _PLAIN     # exact types: their repr is their value
+
+
+class _CachedJit:
+    """The callable :func:`cached_jit` returns (wraps a ``jax.jit``; see the module docstring)."""
+
+    def __init__(self, fun: Callable, static_argnames: Sequence[str], compiler_options):
+        self._jitted = jax.jit(fun, static_argnames=tuple(static_argnames))
+        self._name = f"{fun.__module__}.{fun.__qualname__}"
+        self._compiler_options = dict(compiler_options or {})
+        params = list(inspect.signature(fun).parameters.values())
+        positional = [p.name for p in params
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        self._static = tuple(
+            (name, positional.index(name) if name in positional else None,
+             next(p.default for p in params if p.name == name))
+            for name in static_argnames)
+        self._static_pos = {pos for _, pos, _ in self._static if pos is not None}
+        self._static_names = frozenset(static_argnames)
+        self._memory: dict = {}
+        functools.update_wrapper(self, fun)
+
+    def _cache_size(self) -> int:
+        """Programs held in this process (cached path + plain-jit path), like jax.jit's."""
+        return len(self._memory) + self._jitted._cache_size()
+
+    def clear_cache(self) -> None:
+        """Forget the programs held in memory (the disk cache is kept)."""
+        self._memory.clear()
+        self._jitted.clear_cache()
+
+    def __getattr__(self, name):    # lower, trace, eval_shape, ... of the plain jit
+        if name.startswith("__") or name == "_jitted":
+            raise AttributeError(name)
+        return getattr(self._jitted, name)
+
+    def __call__(self, *args, **kwargs):
+        _ensure_configured()
+        if ((_state.machine_dir is None and _machine_dir() is None)
+                or jax.config.jax_disable_jit):
+            return self._jitted(*args, **kwargs)
+        statics = []
+        for name, pos, default in self._static:
+            if name in kwargs:
+                value = kwargs[name]
+            elif pos is not None and pos < len(args):
+                value = args[pos]
+            else:
+                value = default
+            if not _static_ok(value):
+                return self._jitted(*args, **kwargs)
+            statics.append(value)
+        dyn_args = tuple(a for i, a in enumerate(args) if i not in self._static_pos)
+        dyn_kwargs = {k: v for k, v in kwargs.items() if k not in self._static_names}
+        leaves, tree = jax.tree_util.tree_flatten((dyn_args, dyn_kwargs))
+        avals = []
+        for leaf in leaves:
+            if type(leaf) is _array_type and leaf.sharding.device_set == _default_devices():
+                avals.append((leaf.shape, leaf.dtype, leaf.weak_type))
+                continue
+            aval = _leaf_key(leaf)
+            if aval is None:
+                return self._jitted(*args, **kwargs)
+            avals.append(aval)
+        key = (tuple(statics), tree, tuple(avals), _trace_context())
+        compiled = self._memory.get(key)
+        if compiled is not None:
+            return compiled(*dyn_args, **dyn_kwargs)
+        start = time.perf_counter()
+        path, text = self._entry_path(key)
+        compiled = self._load(path, text)
+        if compiled is not None:
+            try:    # a program that loads but cannot run here is a miss, like a failed load
+                out = jax.block_until_ready(compiled(*dyn_args, **dyn_kwargs))
+                self._done(key, compiled, "load", start)
+                return out
+            except Exception:
+                _discard(path)
+                start = time.perf_counter()
+        compiled, kind = self._build(path, text, args, kwargs)
+        self._done(key, compiled, kind, start)
+        return compiled(*dyn_args, **dyn_kwargs)
+
+    def _done(self, key, compiled, kind: str, start: float) -> None:
+        self._memory[key] = compiled
+        _state.events.append(CacheEvent(self._name, kind, time.perf_counter() - start))
+
+    def _entry_path(self, key) -> tuple[Path | None, str]:
+        statics, tree, avals, config = key
+        text = repr((self._name, statics, str(tree), avals, _config_text(config),
+                     self._compiler_options))
+        directory = _machine_dir()
+        if directory is None:
+            return None, text
+        return directory / (hashlib.sha256(text.encode()).hexdigest()[:40] + _SUFFIX), text
+
+    @staticmethod
+    def _load(path: Path | None, text: str):
+        """The stored program, or None (absent, foreign, corrupt, other CPU or version)."""
+        if path is None:
+            return None
+        entry = _read_entry(path, text)
+        if entry is None:
+            return None
+        try:
+            _prepare_runtime()
+            from jax.experimental import serialize_executable as se
+            compiled = se.deserialize_and_load(entry[2], entry[0], entry[1])
+        except Exception:
+            return None
+        try:
+            os.utime(path)      # least recently used entries are evicted first
+        except OSError:
+            pass
+        return compiled
+
+    def _build(self, path: Path | None, text: str, args, kwargs):
+        """Trace, lower and compile; store the executable. -> (compiled, event kind)."""
+        _listen_to_jax_cache()
+        _thread.jax_cache_hit = False
+        compiled = self._jitted.lower(*args, **kwargs).compile(self._compiler_options or None)
+        # An executable from JAX's own persistent cache (if the user set one) was deserialized;
+        # serialized again it loses code on CPU (jax 0.10), so it is not stored: JAX's cache
+        # serves it next time.
+        if path is None or _machine_dir() is None or _thread.jax_cache_hit:
+            return compiled, "uncached"
+        try:
+            from jax.experimental import serialize_executable as se
+            payload, in_tree, out_tree = se.serialize(compiled)
+        except Exception:   # e.g. closed-over constants: keep it in memory only
+            return compiled, "uncached"
+        _write_entry(path.parent, path, text, in_tree, out_tree, payload)
+        return compiled, "compile"
+
+
+def cached_jit(fun: Callable | None = None, *, static_argnames: Sequence[str] = (),
+               compiler_options: dict | None = None):
+    """``jax.jit(fun, static_argnames=...)`` whose compiled programs persist across processes.
+
+    Usable as ``@cached_jit`` or ``@functools.partial(cached_jit, static_argnames=(...))``.
+    ``compiler_options`` are XLA options for programs built on the cached path.
+    """
+    if fun is None:
+        return functools.partial(cached_jit, static_argnames=static_argnames,
+                                 compiler_options=compiler_options)
+    if isinstance(static_argnames, str):
+        static_argnames = (static_argnames,)
+    return _CachedJit(fun, static_argnames, compiler_options)

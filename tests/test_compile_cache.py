@@ -1,0 +1,228 @@
+"""gmmjax.compile_cache: the persistent per-user cache of compiled programs (cached_jit)."""
+
+import os
+import stat
+import subprocess
+import sys
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gmmjax import compile_cache
+from gmmjax.compile_cache import cached_jit
+
+
+# A constant new in each test session makes these programs new to JAX's own persistent cache
+# (conftest points it at a fixed test folder), so it cannot serve them instead of ours.
+_SESSION = int(np.random.default_rng().integers(1, 1 << 30))
+
+
+def _affine(x, y, scale=2.0, *, power):
+    return scale * x ** power + y + 0 * jnp.float32(_SESSION)
+
+
+def _fresh():
+    """A new cached function with the same name (what a second process sees: nothing in memory)."""
+    return cached_jit(_affine, static_argnames=("power", "scale"))
+
+
+@pytest.fixture(autouse=True)
+def _no_jax_cache_writes():
+    """Nothing these tests compile goes to JAX's own (shared) test cache."""
+    before = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1e9)
+    yield
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
+
+
+@pytest.fixture
+def cache(tmp_path):
+    compile_cache.configure(tmp_path / "cache")
+    yield tmp_path / "cache"
+    compile_cache.configure()       # back to the environment's (the test folder of conftest)
+
+
+def _new_events(before):
+    return [e.kind for e in compile_cache.events()[before:]]
+
+
+def _entries(root):
+    return sorted(p for p in root.rglob("*.gmmx"))
+
+
+def test_miss_then_hit_from_disk(cache):
+    x, y = jnp.arange(4.0), jnp.ones(4)
+    n = len(compile_cache.events())
+    first = _fresh()(x, y, power=2)
+    assert _new_events(n) == ["compile"]
+    (entry,) = _entries(cache)
+    assert stat.S_IMODE(entry.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert not stat.S_IMODE(entry.stat().st_mode) & 0o077
+    n = len(compile_cache.events())
+    again = _fresh()(x, y, power=2)                 # empty memory: read from disk
+    assert _new_events(n) == ["load"]
+    np.testing.assert_array_equal(again, first)
+    np.testing.assert_array_equal(first, _affine(x, y, power=2))
+    f = _fresh()
+    f(x, y, power=2)
+    n = len(compile_cache.events())
+    f(x, y, power=2)                                # memory hit: no event
+    f(x, y, 2.0, power=2)                           # the default given explicitly: same program
+    assert _new_events(n) == []
+    f(x, y, power=3)                                # other static value: other program
+    f(x.astype(jnp.int32), y, power=2)              # other dtype: other program
+    assert _new_events(n) == ["compile", "compile"]
+    assert len(_entries(cache)) == 3 and f._cache_size() == 3
+    f.clear_cache()
+    assert f._cache_size() == 0
+
+
+def test_disabled_stores_nothing(cache):
+    compile_cache.configure(cache, enabled=False)
+    n = len(compile_cache.events())
+    out = _fresh()(jnp.arange(3.0), 1.0, power=2)
+    np.testing.assert_allclose(out, [1.0, 3.0, 9.0])
+    assert _new_events(n) == [] and not cache.exists()
+    assert compile_cache.cache_dir() is None
+
+
+def test_environment_turns_it_off_or_moves_it(tmp_path, monkeypatch):
+    try:
+        monkeypatch.setenv("GMMJAX_CACHE", "0")
+        compile_cache.configure()
+        assert compile_cache.cache_dir() is None
+        monkeypatch.setenv("GMMJAX_CACHE", "1")
+        monkeypatch.setenv("GMMJAX_CACHE_DIR", str(tmp_path / "moved"))
+        compile_cache.configure()
+        assert compile_cache.cache_dir().parent == tmp_path / "moved"
+        monkeypatch.delenv("GMMJAX_CACHE_DIR")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        compile_cache.configure()
+        assert compile_cache.cache_dir().parent == tmp_path / "xdg" / "gmmjax"
+    finally:
+        monkeypatch.undo()
+        compile_cache.configure()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "payload", "empty"])
+def test_corrupt_entry_recompiles_silently(cache, damage):
+    x, y = jnp.arange(4.0), jnp.ones(4)
+    expected = _fresh()(x, y, power=2)
+    (entry,) = _entries(cache)
+    data = entry.read_bytes()
+    entry.write_bytes({"garbage": b"not a program", "empty": b"",
+                       "payload": data[:-200] + bytes(200)}[damage])
+    n = len(compile_cache.events())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = _fresh()(x, y, power=2)
+    np.testing.assert_array_equal(out, expected)
+    assert _new_events(n) == ["compile"]
+    n = len(compile_cache.events())
+    _fresh()(x, y, power=2)                          # the rewritten entry loads
+    assert _new_events(n) == ["load"]
+
+
+def test_unwritable_directory_works_and_warns_once(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    compile_cache.configure(blocker / "cache")      # cannot be created (a file is in the way)
+    try:
+        f = _fresh()
+        with pytest.warns(RuntimeWarning, match="running without it") as record:
+            a = f(jnp.arange(3.0), 1.0, power=2)
+            b = f(jnp.arange(5.0), 1.0, power=2)
+            c = _fresh()(jnp.arange(3.0), 1.0, power=3)
+        assert len([w for w in record if "compile cache" in str(w.message)]) == 1
+        np.testing.assert_allclose(a, [1.0, 3.0, 9.0])
+        assert b.shape == (5,) and c[2] == 17.0
+        assert compile_cache.cache_dir() is None
+    finally:
+        compile_cache.configure()
+
+
+def test_refuses_a_folder_others_can_write(cache):
+    cache.mkdir(mode=0o700)
+    os.chmod(cache, 0o777)
+    n = len(compile_cache.events())
+    with pytest.warns(RuntimeWarning, match="refusing"):
+        out = _fresh()(jnp.arange(3.0), 1.0, power=2)
+    np.testing.assert_allclose(out, [1.0, 3.0, 9.0])
+    assert _entries(cache) == [] and _new_events(n) == []
+
+
+def test_refuses_an_entry_others_can_write(cache):
+    x = jnp.arange(3.0)
+    _fresh()(x, 1.0, power=2)
+    (entry,) = _entries(cache)
+    os.chmod(entry, 0o666)
+    n = len(compile_cache.events())
+    with pytest.warns(RuntimeWarning, match="refusing"):
+        _fresh()(x, 1.0, power=2)
+    assert _new_events(n) != ["load"]
+
+
+def test_size_bound_evicts_oldest(cache):
+    f = _fresh()
+    f(jnp.arange(1.0), 1.0, power=2)
+    (first,) = _entries(cache)
+    size = first.stat().st_size
+    compile_cache.configure(cache, max_mb=2.5 * size / (1 << 20))
+    f = _fresh()
+    for n in range(2, 6):
+        f(jnp.arange(float(n)), 1.0, power=2)
+    entries = _entries(cache)
+    assert sum(p.stat().st_size for p in entries) <= 2.5 * size
+    assert 1 <= len(entries) <= 2 and first not in entries
+
+
+def test_tracers_and_non_plain_statics_take_the_plain_jit(cache):
+    f = _fresh()
+    n = len(compile_cache.events())
+    x = jnp.arange(3.0)
+    np.testing.assert_allclose(jax.jit(lambda v: f(v, 1.0, power=2))(x), [1.0, 3.0, 9.0])
+    np.testing.assert_allclose(jax.vmap(lambda v: f(v, 1.0, power=2))(x), [1.0, 3.0, 9.0])
+    np.testing.assert_allclose(jax.grad(lambda v: f(v, 1.0, power=2))(3.0), 12.0)
+    np.testing.assert_allclose(f(x, 1.0, scale=np.float64(3.0), power=1), [1.0, 4.0, 7.0])
+    with jax.disable_jit():
+        np.testing.assert_allclose(f(x, 1.0, power=2), [1.0, 3.0, 9.0])
+    assert _new_events(n) == [] and _entries(cache) == []
+
+
+def test_loaded_program_equals_plain_jit(cache):
+    """A real gmmjax program (the evaluation) read back from disk gives the plain jit's result."""
+    from gmmjax.density import evaluate
+    from gmmjax.params import from_covariances
+    params = from_covariances(jnp.array([0.4, 0.6]), jnp.array([[0.0, 1.0], [2.0, -1.0]]),
+                              jnp.array([[[1.0, 0.2], [0.2, 0.5]], [[0.7, 0.0], [0.0, 2.0]]]))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(128, 2)), jnp.float32)
+    # A constant new in each run makes the HLO new, so JAX's own persistent cache (which
+    # conftest points at a test folder) cannot serve the compile; nothing is written to it.
+    salt = int(np.random.default_rng().integers(1, 1 << 30))
+
+    def program(params, x, chunk_size=None):
+        return evaluate.__wrapped__(params, x, chunk_size), jnp.int32(salt)
+
+    n = len(compile_cache.events())
+    first = cached_jit(program, static_argnames=("chunk_size",))(params, x)
+    second = cached_jit(program, static_argnames=("chunk_size",))(params, x)
+    assert _new_events(n) == ["compile", "load"]
+    plain = jax.jit(program, static_argnames=("chunk_size",))(params, x)
+    assert first[1] == second[1] == plain[1] == salt
+    for a, b, c in zip(first[0], second[0], plain[0]):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(b, c)
+
+
+def test_import_is_light_and_lazy():
+    code = ("import sys, gmmjax; heavy = [m for m in ('sklearn', 'matplotlib', 'optax', 'scipy')"
+            " if m in sys.modules]; assert not heavy, heavy; "
+            "assert set(gmmjax.__all__) <= set(dir(gmmjax)); "
+            "from gmmjax import GaussianMixture, fit, distributed; "
+            "assert callable(fit) and 'sklearn' in sys.modules; "
+            "assert all(getattr(gmmjax, n) is not None for n in gmmjax.__all__)")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
