@@ -105,20 +105,26 @@ def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bou
         return run_restart(jax.random.fold_in(key, i), xs, w, p, None, n_live, tol, reg_covar,
                            prev_bound, max_iter=max_iter, capacity=iter_capacity, **static)
 
-    first = run(0)
-    bounds = jnp.full((restart_capacity,), jnp.nan, first.lower_bound.dtype)
+    # the restart is traced once, in the loop body (a second copy doubles the compile time);
+    # the carry starts from a placeholder that restart 0 always replaces
+    k, d, dtype = static["n_components"], x.shape[1], x.dtype
+    cov = jnp.zeros(get_covariance_model(static["covariance_type"]).shape(k, d), dtype)
+    empty = LoopState(MixtureParams(jnp.zeros((k,), dtype), jnp.zeros((k, d), dtype), cov, cov,
+                                    static["covariance_type"]),
+                      jnp.zeros((), dtype), jnp.full((iter_capacity,), jnp.nan, dtype),
+                      jnp.int32(0), jnp.array(False), jnp.int32(0))
+    bounds = jnp.full((restart_capacity,), jnp.nan, dtype)
     status = jnp.full((restart_capacity,), -1, jnp.int32)
 
     def body(i, carry):
         best, bounds, status = carry
         loop = run(i)
-        better = (restart_score(loop.lower_bound, loop.status)
-                  > restart_score(best.lower_bound, best.status))    # ties keep the earlier
+        better = (i == 0) | (restart_score(loop.lower_bound, loop.status)
+                             > restart_score(best.lower_bound, best.status))  # ties: earlier
         best = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), loop, best)
         return best, bounds.at[i].set(loop.lower_bound), status.at[i].set(loop.status)
 
-    carry = (first, bounds.at[0].set(first.lower_bound), status.at[0].set(first.status))
-    best, bounds, status = jax.lax.fori_loop(1, n_init, body, carry)
+    best, bounds, status = jax.lax.fori_loop(0, n_init, body, (empty, bounds, status))
     return FitResult(best.state.replace(means=best.state.means + shift), best.lower_bound,
                      best.history, best.n_iter, best.status == Status.CONVERGED, best.status,
                      bounds, status)
