@@ -104,8 +104,9 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
         Every process must make the same calls in the same order. Parameters come back replicated.
 
     Small problems (rows·K·D ≤ ``K_BUCKET_ELEMENTS`` after padding K) run in the program of K
-    rounded up to a power of two, the extra components masked (weight 0) and sliced off here:
-    the result equals the unpadded fit with the same key, and K = 5..8 share one compile.
+    rounded up to a bucket (:func:`component_bucket`), the extra components masked (weight 0)
+    and sliced off here: the result equals the unpadded fit with the same key, and K = 9..12
+    share one compile.
 
     Returns a :class:`FitResult`. Failures inside the program are reported in ``status``
     (:class:`Status`), never raised. Works under ``jax.vmap`` and ``jax.jit`` (value checks on
