@@ -145,7 +145,8 @@ class LoopState(NamedTuple):
     status: jax.Array
 
 
-def run_loop(step: Callable, state, max_iter: int, tol, dtype, lower_bound=None) -> LoopState:
+def run_loop(step: Callable, state, max_iter, tol, dtype, lower_bound=None,
+             capacity: int | None = None) -> LoopState:
     """Generic EM driver: ``step(state) -> (new_state, lower_bound, ok)`` in one while_loop.
 
     Stops when |Δ lower bound| < tol (strict, like sklearn: tol=0 never converges), after
@@ -153,13 +154,16 @@ def run_loop(step: Callable, state, max_iter: int, tol, dtype, lower_bound=None)
     and the status says ILL_DEFINED_COVARIANCE) or the bound is not finite (NONFINITE).
     ``lower_bound`` (default −inf) is the "previous" bound the first step is compared with: a warm
     start passes the last fit's final bound, so it can converge at iteration 1 (sklearn's rule).
+    ``capacity``: length of the bound history when ``max_iter`` is traced (history past
+    ``max_iter`` stays NaN); default ``max_iter``.
     """
     start = -jnp.inf if lower_bound is None else lower_bound
-    init = LoopState(state, jnp.asarray(start, dtype), jnp.full((max_iter,), jnp.nan, dtype),
+    size = max_iter if capacity is None else capacity
+    init = LoopState(state, jnp.asarray(start, dtype), jnp.full((size,), jnp.nan, dtype),
                      jnp.array(0, jnp.int32), jnp.array(False),
                      jnp.array(Status.MAX_ITER_REACHED, jnp.int32))
 
-    if max_iter == 0:
+    if size == 0:
         return init
 
     def cond(c: LoopState):
@@ -188,18 +192,24 @@ def advance(c: LoopState, new_state, bound, ok, tol) -> LoopState:
                      converged, status)
 
 
-def run_from(state, ok, step: Callable, max_iter: int, tol, dtype, lower_bound=None) -> LoopState:
+def run_from(state, ok, step: Callable, max_iter, tol, dtype, lower_bound=None,
+             capacity: int | None = None) -> LoopState:
     """:func:`run_loop` from an initial state whose construction reported ``ok``: a failed
     initialisation is ILL_DEFINED_COVARIANCE whatever the loop did."""
-    loop = run_loop(step, state, max_iter, tol, dtype, lower_bound)
+    loop = run_loop(step, state, max_iter, tol, dtype, lower_bound, capacity)
     return loop._replace(status=jnp.where(ok, loop.status,
                                           Status.ILL_DEFINED_COVARIANCE).astype(jnp.int32))
 
 
+def restart_score(lower_bound: jax.Array, status: jax.Array) -> jax.Array:
+    """What restarts are ranked by: the final bound, −inf for failed runs."""
+    failed = (status == Status.ILL_DEFINED_COVARIANCE) | (status == Status.NONFINITE)
+    return jnp.where(failed | jnp.isnan(lower_bound), -jnp.inf, lower_bound)
+
+
 def best_restart(lower_bounds: jax.Array, status: jax.Array) -> jax.Array:
     """Index of the best restart: highest final bound among non-failed runs, ties -> lowest index."""
-    failed = (status == Status.ILL_DEFINED_COVARIANCE) | (status == Status.NONFINITE)
-    return jnp.argmax(jnp.where(failed | jnp.isnan(lower_bounds), -jnp.inf, lower_bounds))
+    return jnp.argmax(restart_score(lower_bounds, status))
 
 
 def score_rows(params: MixtureParams, x: jax.Array, chunk_size: int | None = None) -> jax.Array:

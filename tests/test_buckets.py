@@ -1,0 +1,83 @@
+"""K buckets: fit pads K to a bucket (2^j or 3·2^j) with masked components; results equal the unpadded
+fit of K with the same key, and a sweep over K compiles one program per bucket."""
+
+import importlib
+
+import jax
+import numpy as np
+
+import gmmjax as gj
+from gmmjax.fit import _fit_program, component_bucket
+
+fit_module = importlib.import_module("gmmjax.fit")
+
+KEY = jax.random.key(4)
+INITS = {"full": "kmeans", "tied": "k-means++", "diag": "random", "spherical": "random_from_data"}
+
+
+def test_component_bucket_rule():
+    assert [component_bucket(100, k, 2)[0] for k in range(1, 14)] == [1, 2, 3, 4, 6, 6, 8, 8,
+                                                                      12, 12, 12, 12, 16]
+    assert component_bucket(10 ** 6, 5, 16) == (5, False)    # large: compile time is noise
+
+
+def test_bucketed_equals_unbucketed(x64, blobs, covariance_type, monkeypatch):
+    """K = 5 runs in the K = 6 program (one masked component) and gives the unpadded K = 5 fit:
+    same init draws (every method), same iterations, same parameters."""
+    kw = dict(covariance_type=covariance_type, init=INITS[covariance_type], n_init=2, tol=1e-8,
+              reg_covar=0.0 if covariance_type == "diag" else 1e-6)
+    padded = gj.fit(KEY, blobs, 5, **kw)
+    assert component_bucket(blobs.shape[0], 5, 3) == (6, True)
+    monkeypatch.setattr(fit_module, "K_BUCKET_ELEMENTS", 0)       # no padding
+    assert component_bucket(blobs.shape[0], 5, 3) == (5, False)
+    exact = gj.fit(KEY, blobs, 5, **kw)
+    assert padded.params.means.shape == exact.params.means.shape == (5, 3)
+    np.testing.assert_array_equal(padded.n_iter, exact.n_iter)
+    np.testing.assert_array_equal(padded.restart_status, exact.restart_status)
+    np.testing.assert_allclose(padded.restart_lower_bounds, exact.restart_lower_bounds,
+                               rtol=1e-12)
+    for a, b in zip(jax.tree_util.tree_leaves(padded.params),
+                    jax.tree_util.tree_leaves(exact.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_given_params_are_padded(x64, blobs, monkeypatch):
+    """Initial params of K = 5 are padded with a masked component (unit covariance) and give
+    the unpadded fit."""
+    start = gj.fit(KEY, blobs, 5, max_iter=1).params
+    padded = gj.fit(KEY, blobs, 5, init=start, tol=1e-8)
+    monkeypatch.setattr(fit_module, "K_BUCKET_ELEMENTS", 0)
+    exact = gj.fit(KEY, blobs, 5, init=start, tol=1e-8)
+    np.testing.assert_array_equal(padded.n_iter, exact.n_iter)
+    for a, b in zip(jax.tree_util.tree_leaves(padded), jax.tree_util.tree_leaves(exact)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_k_sweep_compiles_one_program_per_bucket(blobs):
+    """A BIC loop over K = 1..10 (what a user writes with the estimator) compiles at most the 7
+    buckets 1, 2, 3, 4, 6, 8, 12, not 10 programs; every K comes back with K components."""
+    X = blobs.astype(np.float32)
+    before = _fit_program._cache_size()
+    for k in range(1, 11):
+        res = gj.fit(KEY, X, k, covariance_type="diag", n_init=2, max_iter=3)
+        assert res.params.weights.shape == (k,) and res.params.covariances.shape == (k, 3)
+        np.testing.assert_allclose(float(res.params.weights.sum()), 1.0, rtol=1e-6)
+        assert np.isfinite(gj.bic(res.params, X))
+    assert _fit_program._cache_size() - before <= 7
+
+
+def test_n_init_and_max_iter_changes_share_the_program(blobs):
+    """On CPU restarts run in a loop over a traced count: other n_init / max_iter values (within
+    the capacities) reuse the program; restart i is the same whatever n_init is."""
+    if not fit_module.restarts_in_a_loop():
+        return
+    X = blobs.astype(np.float32)
+    one = gj.fit(KEY, X, 2, covariance_type="spherical", n_init=1, max_iter=30)
+    before = _fit_program._cache_size()
+    three = gj.fit(KEY, X, 2, covariance_type="spherical", n_init=3, max_iter=30)
+    longer = gj.fit(KEY, X, 2, covariance_type="spherical", n_init=2, max_iter=60)
+    assert _fit_program._cache_size() == before
+    assert three.restart_lower_bounds.shape == (3,) and three.lower_bounds.shape == (30,)
+    assert longer.lower_bounds.shape == (60,)
+    assert float(three.restart_lower_bounds[0]) == float(one.lower_bound)
+    assert float(three.lower_bound) == float(np.max(three.restart_lower_bounds))
