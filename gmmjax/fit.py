@@ -150,6 +150,7 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
                        jnp.asarray(reg_covar, x.dtype), prev_bound, n_live, counts,
                        n_components=k_pad, covariance_type=covariance_type, init=init_name,
                        n_init=n_cap, max_iter=iter_cap, chunk_size=chunk_size)
+
     def first(a, n):       # host-side slice of a capacity-sized output (skipped when exact)
         return a if a.shape[0] == n else a[:n]
 
