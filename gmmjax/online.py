@@ -93,7 +93,7 @@ def online_step(state: OnlineState, x: jax.Array, w: jax.Array | None = None, *,
     batch = _batch_stats(state.params, x, w, state.centers, state.shift)
     stats = jax.tree_util.tree_map(lambda s, b: (1 - rho) * s + rho * b, state.stats, batch)
     params, ok = params_from_stats(stats, state.centers, state.params.covariance_type, reg_covar,
-                                   state.shift)
+                                   state.shift, lone_weight=0.0)
     for leaf in jax.tree_util.tree_leaves(params):
         ok = ok & jnp.all(jnp.isfinite(leaf))
 
