@@ -246,13 +246,9 @@ def fit_online(key: jax.Array, data, n_components: int, *, covariance_type: str 
     if sample_weight is not None:
         raise ValueError("sample_weight applies to array data; with batches, yield (x, weight) "
                          "tuples instead.")
-    epochs, n_epochs, (x0, w0) = start_batches(key, data, n_epochs, sample_size, warmup_batches)
+    epochs, n_epochs, x0, w0, init_name, init_params = start_batches(
+        key, data, n_epochs, sample_size, warmup_batches, init, covariance_type, n_components)
     d, dtype = x0.shape[1], x0.dtype
-    x0, w0 = jnp.asarray(x0), jnp.asarray(w0)
-    check_n_samples(w0, n_components)
-    init_name, init_params = check_init(init, covariance_type, n_components, d)
-    if init_params is not None:
-        init_params = init_params.astype(dtype)
     reg = jnp.asarray(reg_covar, dtype)
     state, ok = _online_setup(key, x0, w0, init_params, reg, n_components=n_components,
                               covariance_type=covariance_type, init_name=init_name)

@@ -245,8 +245,10 @@ def batch_source(data, n_epochs: int | None) -> tuple[Callable[[], Any], int, bo
 
 
 def start_batches(key, data, n_epochs: int | None, sample_size: int | None,
-                  warmup_batches: int):
-    """Where training over host batches starts. -> (epochs, n_epochs, (x, w) to initialise from).
+                  warmup_batches: int, init, covariance_type: str, n_components: int):
+    """Where training over host batches starts.
+
+    -> (epochs, n_epochs, x, w to initialise from (device arrays), init_name, init_params).
 
     ``epochs()`` returns the next epoch's iterable of checked (x, w) batches. Data that can be
     iterated again get one extra pass that draws a reservoir sample of ``sample_size`` rows from
@@ -265,20 +267,26 @@ def start_batches(key, data, n_epochs: int | None, sample_size: int | None,
             raise ValueError("data yielded no batches; a callable must return a fresh iterable "
                              "of batches on every call.")
         m = min(sample_size, scan.n)
-        return (lambda: map(split_batch, epoch_iterable())), n_epochs, (scan.sx[:m], scan.sw[:m])
-    first = iter(epoch_iterable())
-    head = [split_batch(b) for b in itertools.islice(first, warmup_batches)]
-    if not head:
-        raise ValueError("data yielded no batches.")
-    if len({b[0].shape[1] for b in head}) > 1:
-        raise ValueError("the warm-up batches disagree on the number of features.")
-    sample = (np.concatenate([b[0] for b in head]), np.concatenate([b[1] for b in head]))
-    pending = [itertools.chain(head, map(split_batch, first))]
+        epochs, sample = (lambda: map(split_batch, epoch_iterable())), (scan.sx[:m], scan.sw[:m])
+    else:
+        first = iter(epoch_iterable())
+        head = [split_batch(b) for b in itertools.islice(first, warmup_batches)]
+        if not head:
+            raise ValueError("data yielded no batches.")
+        if len({b[0].shape[1] for b in head}) > 1:
+            raise ValueError("the warm-up batches disagree on the number of features.")
+        sample = (np.concatenate([b[0] for b in head]), np.concatenate([b[1] for b in head]))
+        pending = [itertools.chain(head, map(split_batch, first))]
 
-    def epochs():
-        return pending.pop() if pending else map(split_batch, epoch_iterable())
+        def epochs():
+            return pending.pop() if pending else map(split_batch, epoch_iterable())
 
-    return epochs, n_epochs, sample
+    x0, w0 = jnp.asarray(sample[0]), jnp.asarray(sample[1])
+    check_n_samples(w0, n_components)
+    init_name, init_params = check_init(init, covariance_type, n_components, x0.shape[1])
+    if init_params is not None:
+        init_params = init_params.astype(x0.dtype)
+    return epochs, n_epochs, x0, w0, init_name, init_params
 
 
 def is_array_data(data) -> bool:
@@ -523,13 +531,9 @@ def fit_sgd(key: jax.Array, data, n_components: int, *, covariance_type: str = "
     if use_prior and n_samples is None:
         raise ValueError("MAP training over batches (prior set) needs n_samples, the size of "
                          "the whole data set, to weigh the prior against each batch.")
-    epochs, n_epochs, (x0, w0) = start_batches(key, data, n_epochs, sample_size, warmup_batches)
+    epochs, n_epochs, x0, w0, init_name, init_params = start_batches(
+        key, data, n_epochs, sample_size, warmup_batches, init, covariance_type, n_components)
     d, dtype = x0.shape[1], x0.dtype
-    x0, w0 = jnp.asarray(x0), jnp.asarray(w0)
-    check_n_samples(w0, n_components)
-    init_name, init_params = check_init(init, covariance_type, n_components, d)
-    if init_params is not None:
-        init_params = init_params.astype(dtype)
     if user_prior is not None:
         user_prior = _check_prior(user_prior, d, dtype)
     state, ok, prior_f, frame = _sgd_setup(
