@@ -70,7 +70,8 @@ def params_from_stats(stats: SuffStats, centers: jax.Array, covariance_type: str
     # diag/spherical M-step (its E[x²] − μ² keeps 10·eps·μ²/ñ > 0), so it gets the floor.
     eps = jnp.finfo(cov.dtype).eps
     floor = 100 * eps * eps * jnp.max(means * means)
-    lone = model.pool(stats.nk) < lone_weight
+    # weight behind each covariance: nk, or all of it for a pooled (tied) one
+    lone = model.pool(stats.nk) * (stats.nk.size // model.pool(stats.nk).size) < lone_weight
     collapsed = jnp.any((model.variances(cov) <= floor).reshape(lone.shape + (-1,)), axis=-1)
     fix = (collapsed & lone).reshape(lone.shape + (1,) * (cov.ndim - lone.ndim))
     cov = jnp.where(fix, model.add_reg(jnp.zeros_like(cov), floor), cov)
