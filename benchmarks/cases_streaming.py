@@ -1,12 +1,14 @@
 """Out-of-core case: ``gmmjax.fit_stream`` over a float32 ``np.memmap`` larger than we want in RAM.
 
 Target: the peak resident memory fit_stream adds stays under 300 MB while streaming a 2 GB file
-(``--quick``: 256 MB). The fit runs in a fresh subprocess so its peak RSS (``ru_maxrss``) is its
-own. Metrics: the whole process's peak (Python + JAX + scikit-learn imports are ~230-300 MB of
-it before any data is touched), the growth of the peak over that imported, backend-initialised
-baseline (what the target is checked on: chunks in flight, statistics, and XLA's compile scratch,
-which dominates), and the throughput of the EM passes (rows/s, first pass and compile excluded).
-The memory does not grow with the file: only one chunk (plus one prefetched) is resident.
+(``--quick``: 256 MB). The fit runs in a fresh subprocess, whose peak RSS is read from its own
+``VmHWM`` (``ru_maxrss`` would not do: Linux carries the parent's high-water mark, taken at the
+fork, across ``exec`` into it). Metrics: the whole process's peak (Python + JAX + scikit-learn
+imports are ~230-300 MB of it before any data is touched), the growth of the peak over that
+imported, backend-initialised baseline (what the target is checked on: chunks in flight, statistics,
+and XLA's compile scratch, which dominates), and the throughput of the EM passes (rows/s, first pass
+and compile excluded). The memory does not grow with the file: only one chunk (plus one prefetched)
+is resident.
 There is no scikit-learn column: sklearn needs the whole array in memory.
 
 Run alone: ``python -m benchmarks.cases_streaming [--quick]``.
@@ -31,14 +33,17 @@ D, K = 16, 4
 COV = "diag"
 
 CHILD = textwrap.dedent(r'''
-    import contextlib, io, json, re, resource, sys, time
+    import contextlib, io, json, re, sys, time
     path, n, d, k, cov, chunk, passes = sys.argv[1:8]
     n, d, k, chunk, passes = int(n), int(d), int(k), int(chunk), int(passes)
     import jax
     import numpy as np
     import gmmjax as gj
+    def peak_mb():                                     # this process's own high-water mark
+        status = open("/proc/self/status").read()
+        return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1)) / 1024
     jax.block_until_ready(jax.numpy.zeros(1))          # backend up: the baseline
-    rss_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_import = peak_mb()
     def rss_now():
         return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
     base_now = rss_now()
@@ -52,7 +57,7 @@ CHILD = textwrap.dedent(r'''
     total = time.perf_counter() - t0
     times = [float(t) for t in re.findall(r"pass \d+: .*?\(([0-9.]+)s", buf.getvalue())]
     steady = times[1:] if len(times) > 1 else times     # pass 1 includes the compile
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_mb()
     print("RESULT" + json.dumps({
         "peak_rss_mb": peak, "rss_after_import_mb": rss_import,
         "fit_stream_peak_growth_mb": peak - max(rss_import, base_now),

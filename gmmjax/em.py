@@ -58,13 +58,16 @@ def _unit_where_masked(model, cov: jax.Array, mask: jax.Array, n_features: int) 
 
 
 def params_from_stats(stats: SuffStats, centers: jax.Array, covariance_type: str, reg_covar,
-                      shift: jax.Array, mask: jax.Array | None = None
+                      shift: jax.Array, mask: jax.Array | None = None, lone_weight=2.0
                       ) -> tuple[MixtureParams, jax.Array]:
     """The M-step: parameters from statistics centred on ``centers`` (shifted frame). -> (params, ok).
 
     nk is floored with 10·eps as sklearn does, so an empty component keeps its centre and gets
     covariance ``reg_covar``. ``mask`` (K,) bool marks live components: the others get weight
     exactly 0 and the unit covariance, so the live ones are those of a K_live-component fit.
+    A component collapsed onto identical rows (a variance at the rounding floor) is ill-defined
+    when it holds at least ``lone_weight`` of weight (statistics per unit weight pass 0: always);
+    a lone sample instead gets the floor as its variance.
     """
     model = get_covariance_model(covariance_type)
     nk = stats.nk + _eps(stats.nk.dtype)
@@ -73,17 +76,25 @@ def params_from_stats(stats: SuffStats, centers: jax.Array, covariance_type: str
     coef = (2.0 - stats.nk / nk) / nk
     centred = stats.scatter - model.outer(stats.sx, coef)
     cov = model.add_reg(model.from_scatter(centred, nk), reg_covar)
+    means = centers + delta
+    # A component collapsed onto identical rows has variance ~ (10·eps·|x|/n)², pure rounding
+    # (from the nk floor), and may or may not come out exactly 0. Call any variance at that
+    # level collapsed so the outcome does not hinge on rounding. Collapsed onto several rows it
+    # is ill-defined (sklearn: "ill-defined"); a lone sample is not an error in sklearn's
+    # diag/spherical M-step (its E[x²] − μ² keeps 10·eps·μ²/ñ > 0), so it gets the floor.
+    eps = jnp.finfo(cov.dtype).eps
+    floor = 100 * eps * eps * jnp.max(means * means)
+    # weight behind each covariance: nk, or all of it for a pooled (tied) one
+    lone = model.pool(stats.nk) * (stats.nk.size // model.pool(stats.nk).size) < lone_weight
+    collapsed = jnp.any((model.variances(cov) <= floor).reshape(lone.shape + (-1,)), axis=-1)
+    fix = (collapsed & lone).reshape(lone.shape + (1,) * (cov.ndim - lone.ndim))
+    cov = jnp.where(fix, model.add_reg(jnp.zeros_like(cov), floor), cov)
     weights = nk
     if mask is not None:
         cov = _unit_where_masked(model, cov, mask, centers.shape[-1])
         weights = jnp.where(mask, nk, 0.0)
     prec_chol, ok = model.precision_cholesky(cov)
-    means = centers + delta
-    # A component collapsed onto identical rows has variance ~ (10·eps·|x|/n)², pure rounding
-    # (from the nk floor), and may or may not come out exactly 0. Call any variance at that
-    # level ill-defined so the outcome does not hinge on rounding (sklearn: "ill-defined").
-    eps = jnp.finfo(cov.dtype).eps
-    ok = ok & jnp.all(model.variances(cov) > 100 * eps * eps * jnp.max(means * means))
+    ok = ok & ~jnp.any(collapsed & ~lone)
     params = MixtureParams(weights / jnp.sum(weights), means + shift, cov, prec_chol,
                            covariance_type)
     return params, ok

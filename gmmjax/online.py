@@ -26,8 +26,8 @@ import jax.numpy as jnp
 from .covariance import get_covariance_model
 from .em import Status, params_from_stats
 from .params import MixtureParams
-from .sgd import (batch_source, check_init, epoch_batches, initial_params, is_array_data,
-                  pad_batch, split_batch)
+from .sgd import (check_init, epoch_batches, initial_params, is_array_data, pad_batch,
+                  start_batches)
 from .stats import SuffStats, responsibility_stats, weighted_log_prob
 from .validation import (check_data, check_int, check_n_samples, check_nonnegative,
                          check_sample_weight)
@@ -93,7 +93,7 @@ def online_step(state: OnlineState, x: jax.Array, w: jax.Array | None = None, *,
     batch = _batch_stats(state.params, x, w, state.centers, state.shift)
     stats = jax.tree_util.tree_map(lambda s, b: (1 - rho) * s + rho * b, state.stats, batch)
     params, ok = params_from_stats(stats, state.centers, state.params.covariance_type, reg_covar,
-                                   state.shift)
+                                   state.shift, lone_weight=0.0)
     for leaf in jax.tree_util.tree_leaves(params):
         ok = ok & jnp.all(jnp.isfinite(leaf))
 
@@ -188,21 +188,33 @@ def _check_step_size(step_size):
 def fit_online(key: jax.Array, data, n_components: int, *, covariance_type: str = "full",
                step_size: Callable | float | None = None, n_epochs: int | None = None,
                batch_size: int = 256, init="kmeans", reg_covar=1e-6, sample_weight=None,
-               shuffle: bool = True) -> OnlineResult:
+               shuffle: bool = True, sample_size: int | None = 16384,
+               warmup_batches: int = 1) -> OnlineResult:
     """Fit a Gaussian mixture by online (stepwise) EM over mini-batches.
 
     Args:
       key: PRNG key (initialisation and shuffling).
       data: an (N, D) array (cut into shuffled batches each epoch; one compiled program), or an
         iterable of host batches ((B, D) arrays or (x, sample_weight) tuples), or a callable
-        returning a fresh iterable per epoch (a one-shot iterator allows one epoch). The first
-        batch initialises the model; batches are padded with zero-weight rows to a multiple of
-        ``batch_size`` rows (or of the first batch's size if that is larger).
+        returning a fresh iterable per epoch (a one-shot iterator allows one epoch). Batches are
+        padded with zero-weight rows to a multiple of ``batch_size`` rows (or of the first
+        batch's size if that is larger). The model is initialised as in :func:`gmmjax.fit_sgd`:
+        from a reservoir sample of the whole stream (one extra pass) when it can be iterated
+        again, else from the first ``warmup_batches`` batches.
       step_size: an optax schedule count -> ρ in (0, 1] (default :func:`stepwise_schedule`:
         (t + 2)^−0.6), or a constant. Pass the same schedule object again to reuse the compiled
         program.
       n_epochs: passes over the data (default 10 for arrays, 1 for batches).
-      batch_size, init, reg_covar, sample_weight, shuffle: as :func:`gmmjax.fit_sgd`.
+      batch_size, init, reg_covar, sample_weight, shuffle, sample_size, warmup_batches: as
+        :func:`gmmjax.fit_sgd`.
+
+    Stepwise EM follows the most recent batches: each step moves the statistics a fraction ρ_t
+    towards the current batch's, so a forgetting step size (the default (t + 2)^−0.6, or a
+    constant) tracks drift but, on stationary data stored in order (by time, file or class),
+    ends fitted to the last batches' clusters even from a good start. For such data pass
+    ``step_size=stepwise_schedule(kappa=1.0)`` (ρ_t = 1/(t + 2): every batch and the initial
+    sample weigh the same, so the statistics are the running average over the whole stream)
+    and several epochs; array data are shuffled and need neither.
 
     Returns an :class:`OnlineResult`.
     """
@@ -213,6 +225,9 @@ def fit_online(key: jax.Array, data, n_components: int, *, covariance_type: str 
     get_covariance_model(covariance_type)
     check_nonnegative(reg_covar, "reg_covar")
     step_size = _default_schedule() if step_size is None else _check_step_size(step_size)
+    if sample_size is not None:
+        sample_size = check_int(sample_size, "sample_size", 1)
+    warmup_batches = check_int(warmup_batches, "warmup_batches", 1)
 
     if is_array_data(data):
         x = check_data(data)
@@ -231,26 +246,20 @@ def fit_online(key: jax.Array, data, n_components: int, *, covariance_type: str 
     if sample_weight is not None:
         raise ValueError("sample_weight applies to array data; with batches, yield (x, weight) "
                          "tuples instead.")
-    epoch_iterable, n_epochs = batch_source(data, n_epochs)
-    state = ok = None
+    epochs, n_epochs, x0, w0, init_name, init_params = start_batches(
+        key, data, n_epochs, sample_size, warmup_batches, init, covariance_type, n_components)
+    d, dtype = x0.shape[1], x0.dtype
+    reg = jnp.asarray(reg_covar, dtype)
+    state, ok = _online_setup(key, x0, w0, init_params, reg, n_components=n_components,
+                              covariance_type=covariance_type, init_name=init_name)
+    rows = None
     lls = []
     for epoch in range(n_epochs):
         count = 0
-        for batch in epoch_iterable():
-            xb, wb = split_batch(batch)
-            if state is None:
-                d, dtype = xb.shape[1], xb.dtype
-                check_n_samples(wb, n_components)
-                init_name, init_params = check_init(init, covariance_type, n_components, d)
-                if init_params is not None:
-                    init_params = init_params.astype(dtype)
-                rows = max(batch_size, xb.shape[0])
-                reg = jnp.asarray(reg_covar, dtype)
-                state, ok = _online_setup(key, xb, wb, init_params, reg,
-                                          n_components=n_components,
-                                          covariance_type=covariance_type, init_name=init_name)
-            elif xb.shape[1] != d:
+        for xb, wb in epochs():
+            if xb.shape[1] != d:
                 raise ValueError(f"batch has {xb.shape[1]} features; the first batch had {d}.")
+            rows = max(batch_size, xb.shape[0]) if rows is None else rows
             xb, wb = pad_batch(xb.astype(dtype), wb.astype(dtype), rows)
             state, ll = _online_step_jit(state, xb, wb, reg, step_size=step_size)
             lls.append(ll)

@@ -17,6 +17,7 @@ the returned parameters are in the original frame.
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -220,14 +221,15 @@ def epoch_batches(key, x: jax.Array, w: jax.Array, batch_size: int, shuffle: boo
     return x.reshape(n_batches, batch_size, d), w.reshape(n_batches, batch_size)
 
 
-def batch_source(data, n_epochs: int | None) -> tuple[Callable[[], Any], int]:
-    """For non-array ``data``: (a function returning the iterable of one epoch, n_epochs).
+def batch_source(data, n_epochs: int | None) -> tuple[Callable[[], Any], int, bool]:
+    """For non-array ``data``: (a function returning the iterable of one epoch, n_epochs,
+    one_shot).
 
     ``data`` may be a callable returning a fresh iterable per epoch, a re-iterable collection
     (a list of arrays), or a one-shot iterator (then only one epoch is possible).
     """
     if callable(data):
-        return data, 1 if n_epochs is None else n_epochs
+        return data, 1 if n_epochs is None else n_epochs, False
     try:
         one_shot = iter(data) is data
     except TypeError:
@@ -239,7 +241,52 @@ def batch_source(data, n_epochs: int | None) -> tuple[Callable[[], Any], int]:
         raise ValueError(f"data is a one-shot iterator, which can be consumed once, but n_epochs="
                          f"{n_epochs}; pass a callable returning a fresh iterator per epoch, or a "
                          "list of batches.")
-    return (lambda: data), n_epochs
+    return (lambda: data), n_epochs, one_shot
+
+
+def start_batches(key, data, n_epochs: int | None, sample_size: int | None,
+                  warmup_batches: int, init, covariance_type: str, n_components: int):
+    """Where training over host batches starts.
+
+    -> (epochs, n_epochs, x, w to initialise from (device arrays), init_name, init_params).
+
+    ``epochs()`` returns the next epoch's iterable of checked (x, w) batches. Data that can be
+    iterated again get one extra pass that draws a reservoir sample of ``sample_size`` rows from
+    the whole stream (:func:`gmmjax.fit_stream`'s), so ordered batches (by time, file or class)
+    do not start every component inside the first batch's clusters. A one-shot iterator (or
+    ``sample_size=None``) initialises from its first ``warmup_batches`` batches, which are then
+    trained on first as usual.
+    """
+    epoch_iterable, n_epochs, one_shot = batch_source(data, n_epochs)
+    if sample_size is not None and not one_shot:
+        from .streaming import _Scan, _seed_from_key
+        scan = _Scan(sample_size, _seed_from_key(key))
+        for batch in epoch_iterable():
+            scan.add(*(np.asarray(a) for a in split_batch(batch)))
+        if scan.d is None:
+            raise ValueError("data yielded no batches; a callable must return a fresh iterable "
+                             "of batches on every call.")
+        m = min(sample_size, scan.n)
+        epochs, sample = (lambda: map(split_batch, epoch_iterable())), (scan.sx[:m], scan.sw[:m])
+    else:
+        first = iter(epoch_iterable())
+        head = [split_batch(b) for b in itertools.islice(first, warmup_batches)]
+        if not head:
+            raise ValueError("data yielded no batches.")
+        if len({b[0].shape[1] for b in head}) > 1:
+            raise ValueError("the warm-up batches disagree on the number of features.")
+        sample = (np.concatenate([b[0] for b in head]), np.concatenate([b[1] for b in head]))
+        pending = [itertools.chain(head, map(split_batch, first))]
+
+        def epochs():
+            return pending.pop() if pending else map(split_batch, epoch_iterable())
+
+    x0, w0 = jnp.asarray(sample[0]), jnp.asarray(sample[1])
+    check_n_samples(w0, n_components)
+    init_name, init_params = check_init(init, covariance_type, n_components, x0.shape[1])
+    if init_params is not None:
+        init_params = init_params.astype(x0.dtype)
+    return epochs, n_epochs, x0, w0, init_name, init_params
 
 
 def is_array_data(data) -> bool:
@@ -401,17 +448,23 @@ def fit_sgd(key: jax.Array, data, n_components: int, *, covariance_type: str = "
             optimizer: optax.GradientTransformation | None = None, n_epochs: int | None = None,
             batch_size: int = 256, init: str | MixtureParams = "kmeans", prior=None,
             n_samples: int | None = None, reg_covar=1e-6, sample_weight=None,
-            shuffle: bool = True) -> SGDResult:
+            shuffle: bool = True, sample_size: int | None = 16384,
+            warmup_batches: int = 1) -> SGDResult:
     """Fit a Gaussian mixture by mini-batch gradient descent on the negative log-likelihood.
 
     Args:
       key: PRNG key (initialisation and shuffling).
       data: an (N, D) array; or an iterable of host batches ((B, D) arrays or (x, sample_weight)
         tuples); or a callable returning a fresh such iterable per epoch. A one-shot iterator
-        allows one epoch. With batches, the first batch initialises the model and fixes the
-        standardising frame; batches are padded with zero-weight rows to a multiple of
+        allows one epoch. Batches are padded with zero-weight rows to a multiple of
         ``batch_size`` rows (or of the first batch's size if that is larger), so the step compiles
-        once for equal-sized batches.
+        once for equal-sized batches. What initialises the model and fixes the standardising
+        frame: for a callable or a list, a reservoir sample of ``sample_size`` rows from one
+        extra pass over all batches; for a one-shot iterator (or ``sample_size=None``), the
+        first ``warmup_batches`` batches only. Gradient steps rarely move a component across
+        empty space, so with batches ordered by time, file or class a start from the first
+        batch alone leaves every component in that batch's clusters: raise ``warmup_batches``
+        until the warm-up holds every cluster, or pass a callable.
       n_components: K.
       covariance_type: "full", "tied", "diag" or "spherical".
       optimizer: an optax GradientTransformation on the unconstrained parameters (default
@@ -427,6 +480,9 @@ def fit_sgd(key: jax.Array, data, n_components: int, *, covariance_type: str = "
       reg_covar: added to the diagonal of the covariances at initialisation (as in EM).
       sample_weight: (N,) row weights, for array data.
       shuffle: reshuffle the rows each epoch (array data).
+      sample_size: rows of the reservoir sample that initialises a batch source that can be
+        iterated again (None: use the warm-up batches instead).
+      warmup_batches: batches of a one-shot iterator buffered to initialise from.
 
     Returns an :class:`SGDResult`.
     """
@@ -448,6 +504,9 @@ def fit_sgd(key: jax.Array, data, n_components: int, *, covariance_type: str = "
     user_prior = prior if isinstance(prior, ConjugatePrior) else None
     if n_samples is not None:
         n_samples = check_int(n_samples, "n_samples", 1)
+    if sample_size is not None:
+        sample_size = check_int(sample_size, "sample_size", 1)
+    warmup_batches = check_int(warmup_batches, "warmup_batches", 1)
 
     if is_array_data(data):
         x = check_data(data)
@@ -472,40 +531,32 @@ def fit_sgd(key: jax.Array, data, n_components: int, *, covariance_type: str = "
     if use_prior and n_samples is None:
         raise ValueError("MAP training over batches (prior set) needs n_samples, the size of "
                          "the whole data set, to weigh the prior against each batch.")
-    epoch_iterable, n_epochs = batch_source(data, n_epochs)
-    state = prior_f = frame = ok = None
+    epochs, n_epochs, x0, w0, init_name, init_params = start_batches(
+        key, data, n_epochs, sample_size, warmup_batches, init, covariance_type, n_components)
+    d, dtype = x0.shape[1], x0.dtype
+    if user_prior is not None:
+        user_prior = _check_prior(user_prior, d, dtype)
+    state, ok, prior_f, frame = _sgd_setup(
+        key, x0, w0, init_params, user_prior, jnp.asarray(reg_covar, dtype), optimizer=optimizer,
+        n_components=n_components, covariance_type=covariance_type, init_name=init_name,
+        use_prior=use_prior)
+    n_total = None if n_samples is None else jnp.asarray(n_samples, dtype)
     rows = None
-    losses, n_done = [], 0
+    losses = []
     for epoch in range(n_epochs):
         total, weight, count = 0.0, 0.0, 0
-        for batch in epoch_iterable():
-            xb, wb = split_batch(batch)
-            if state is None:
-                d = xb.shape[1]
-                check_n_samples(wb, n_components)
-                init_name, init_params = check_init(init, covariance_type, n_components, d)
-                if init_params is not None:
-                    init_params = init_params.astype(xb.dtype)
-                if user_prior is not None:
-                    user_prior = _check_prior(user_prior, d, xb.dtype)
-                rows = max(batch_size, xb.shape[0])
-                state, ok, prior_f, frame = _sgd_setup(
-                    key, xb, wb, init_params, user_prior, jnp.asarray(reg_covar, xb.dtype),
-                    optimizer=optimizer, n_components=n_components,
-                    covariance_type=covariance_type, init_name=init_name, use_prior=use_prior)
-                dtype = xb.dtype
-            elif xb.shape[1] != d:
+        for xb, wb in epochs():
+            if xb.shape[1] != d:
                 raise ValueError(f"batch has {xb.shape[1]} features; the first batch had {d}.")
+            rows = max(batch_size, xb.shape[0]) if rows is None else rows
             xb, wb = pad_batch(xb.astype(dtype), wb.astype(dtype), rows)
-            state, loss, bw = _frame_step(state, xb, wb, frame, prior_f,
-                                          None if n_samples is None else
-                                          jnp.asarray(n_samples, dtype), optimizer=optimizer)
+            state, loss, bw = _frame_step(state, xb, wb, frame, prior_f, n_total,
+                                          optimizer=optimizer)
             total, weight, count = total + loss * bw, weight + bw, count + 1
         if count == 0:
             raise ValueError(f"data yielded no batches in epoch {epoch}; a callable must return "
                              "a fresh iterable of batches on every call.")
         losses.append(total / weight)
-        n_done += count
     final = params_from_frame(from_unconstrained(state.params), *frame)
     return SGDResult(final, jnp.array(jnp.nan, dtype), jnp.stack(losses), state.step,
                      state.n_nonfinite, _status(ok, state.n_nonfinite), state, frame)

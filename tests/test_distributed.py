@@ -14,6 +14,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from _subprocess_env import jax_cpu_env
+
 WORKER = textwrap.dedent(r'''
     import json, sys
     import jax
@@ -129,23 +131,11 @@ WORKER = textwrap.dedent(r'''
 ''')
 
 
-def _share_compile_cache(env):
-    """Subprocesses use the same persistent compilation cache as this process, if any."""
-    import jax
-    cache = jax.config.jax_compilation_cache_dir
-    if cache:
-        env["JAX_COMPILATION_CACHE_DIR"] = cache
-        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(
-            jax.config.jax_persistent_cache_min_compile_time_secs)
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     script = tmp_path_factory.mktemp("dist") / "worker.py"
     script.write_text(WORKER)
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES="4", JAX_PLATFORMS="cpu")
-    _share_compile_cache(env)
-    env.pop("XLA_FLAGS", None)
+    env = jax_cpu_env(JAX_NUM_CPU_DEVICES="4")
     try:
         proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                               timeout=540, env=env)

@@ -8,7 +8,6 @@ processes are killed. If the local coordinator cannot start, the test is skipped
 """
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -17,6 +16,8 @@ import time
 
 import numpy as np
 import pytest
+
+from _subprocess_env import jax_cpu_env
 
 WORKER = textwrap.dedent(r'''
     import json, sys
@@ -66,24 +67,11 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _share_compile_cache(env):
-    """Subprocesses use the same persistent compilation cache as this process, if any."""
-    import jax
-    cache = jax.config.jax_compilation_cache_dir
-    if cache:
-        env["JAX_COMPILATION_CACHE_DIR"] = cache
-        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(
-            jax.config.jax_persistent_cache_min_compile_time_secs)
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     script = tmp_path_factory.mktemp("multihost") / "worker.py"
     script.write_text(WORKER)
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    _share_compile_cache(env)
-    env.pop("JAX_NUM_CPU_DEVICES", None)
-    env.pop("XLA_FLAGS", None)
+    env = jax_cpu_env()
     port = _free_port()
     procs = [subprocess.Popen([sys.executable, str(script), str(i), str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

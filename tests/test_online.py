@@ -11,6 +11,7 @@ import pytest
 
 import gmmjax as gj
 
+from _ordered import ordered_stream
 from conftest import initial_state
 
 
@@ -122,8 +123,9 @@ def _manual(init, first, batches, n_epochs):
 
 
 def test_fit_online_equals_manual_loop(blobs):
-    """fit_online = online_init on the data (array) or the first batch (iterator), then one
-    online_step per batch; padding of a short last batch changes nothing."""
+    """fit_online = online_init on the data (array) or the reservoir sample of the batches (here
+    all of them, in order), then one online_step per batch; padding a short last batch changes
+    nothing."""
     x = np.asarray(blobs, np.float32)
     key = jax.random.PRNGKey(0)
     init = _params("full")
@@ -133,7 +135,7 @@ def test_fit_online_equals_manual_loop(blobs):
     np.testing.assert_allclose(arr.batch_log_likelihoods, lls, rtol=1e-5)
     batches = [x[:40], x[40:80], x[80:110]]                  # the last one is padded to 40 rows
     it = gj.fit_online(key, batches, 2, n_epochs=2, batch_size=40, init=init)
-    state, lls = _manual(init, batches[0], batches, 2)
+    state, lls = _manual(init, np.concatenate(batches), batches, 2)
     np.testing.assert_allclose(it.params.means, state.params.means, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(it.batch_log_likelihoods, lls, rtol=1e-5)
     assert np.isnan(float(it.log_likelihood)) and int(it.n_steps) == 6
@@ -161,3 +163,20 @@ def test_bad_inputs(blobs):
         gj.fit_online(key, x, 2, init=_params("tied"))
     with pytest.raises(ValueError, match="sample_weight"):
         gj.fit_online(key, [x], 2, sample_weight=np.ones(120))
+
+
+@pytest.mark.parametrize("covariance_type", gj.COVARIANCE_TYPES)
+def test_ordered_batches_need_a_schedule_that_does_not_forget(covariance_type):
+    x, batches = ordered_stream()
+    key = jax.random.PRNGKey(0)
+    ll_em = float(jnp.mean(gj.log_prob(gj.fit(key, x, 2, covariance_type=covariance_type).params,
+                                       x)))
+    kw = dict(covariance_type=covariance_type, batch_size=50, n_epochs=2)
+    # Started from a sample of the whole stream, ρ_t = 1/(t + 2) averages every batch: EM's fit.
+    even = gj.fit_online(key, batches, 2, step_size=gj.stepwise_schedule(kappa=1.0), **kw)
+    ll = float(jnp.mean(gj.log_prob(even.params, x)))
+    assert abs(ll - ll_em) <= 1e-3 * abs(ll_em), (ll, ll_em)
+    assert int(even.status) == gj.Status.MAX_ITER_REACHED and int(even.n_steps) == 20
+    # The default schedule forgets: it ends fitted to the last batches (the second cluster).
+    forget = gj.fit_online(key, batches, 2, **kw)
+    assert float(jnp.mean(gj.log_prob(forget.params, x))) < ll_em - 0.05

@@ -12,6 +12,7 @@ from scipy.stats import dirichlet, invwishart, multivariate_normal
 
 import gmmjax as gj
 
+from _ordered import ordered_stream
 from conftest import initial_state
 
 OPT = optax.adam(0.03)         # one object: the compiled fit program is reused across tests
@@ -252,3 +253,38 @@ def test_bad_inputs(blobs):
         gj.fit_sgd(key, x, 2, prior=gj.weak_prior(x, 2, alpha=-1.0))
     with pytest.raises(ValueError, match="prior.mean"):
         gj.fit_sgd(key, x, 2, prior=gj.weak_prior(x[:, :2], 2))
+
+
+ORDERED_OPT = optax.adam(0.05)
+
+
+@pytest.mark.parametrize("covariance_type", gj.COVARIANCE_TYPES)
+def test_ordered_batches_start_from_the_whole_stream(covariance_type):
+    x, batches = ordered_stream()
+    key = jax.random.PRNGKey(0)
+    ll_em = float(jnp.mean(gj.log_prob(gj.fit(key, x, 2, covariance_type=covariance_type).params,
+                                       x)))
+    res = gj.fit_sgd(key, batches, 2, covariance_type=covariance_type, optimizer=ORDERED_OPT,
+                     n_epochs=20, batch_size=50)
+    ll = float(jnp.mean(gj.log_prob(res.params, x)))
+    # From the first batch alone both components start in the first cluster and end ~1 nat lower.
+    assert abs(ll - ll_em) <= 0.01 * abs(ll_em), (ll, ll_em)
+    assert int(res.n_steps) == 200 and int(res.status) == gj.Status.MAX_ITER_REACHED
+
+
+def test_one_shot_iterator_warm_up():
+    x, batches = ordered_stream()
+    key = jax.random.PRNGKey(0)
+    kw = dict(optimizer=ORDERED_OPT, batch_size=50, covariance_type="diag")
+    ll_em = float(jnp.mean(gj.log_prob(gj.fit(key, x, 2, covariance_type="diag").params, x)))
+    # The first batch decides the start: one cluster only.
+    first = gj.fit_sgd(key, batches(), 2, **kw)
+    assert float(jnp.mean(gj.log_prob(first.params, x))) < ll_em - 1.0
+    # A warm-up buffer of every batch starts where the reservoir pass of a callable does (all rows
+    # fit in the sample, in order), and trains on the same batches.
+    warm = gj.fit_sgd(key, batches(), 2, warmup_batches=10, **kw)
+    again = gj.fit_sgd(key, batches, 2, n_epochs=1, **kw)
+    np.testing.assert_allclose(warm.params.means, again.params.means, rtol=1e-6)
+    assert int(warm.n_steps) == 10
+    with pytest.raises(ValueError, match="warmup_batches"):
+        gj.fit_sgd(key, batches(), 2, warmup_batches=0, **kw)
