@@ -11,7 +11,7 @@ from .covariance import get_covariance_model
 from .fit import auto_chunk_size
 from .params import MixtureParams
 from .stats import chunked_map, log_resp_and_norm, weighted_log_prob
-from .validation import check_data, check_int, check_params
+from .validation import check_data, check_int, check_param_values, check_params
 
 
 def _auto_chunk(params: MixtureParams, x: jax.Array, chunk_size: int | None) -> int | None:
@@ -78,6 +78,7 @@ def sample(key: jax.Array, params: MixtureParams, n_samples: int) -> tuple[jax.A
     """Draw ``n_samples`` rows. Returns (X (n, D), labels (n,)) grouped by component (ascending).
 
     Reparameterised: X is differentiable in the means and the precision Cholesky factors.
+    Concrete params are checked (finite, weights >= 0, factors with a positive diagonal).
     """
-    check_params(params)
+    check_param_values(check_params(params))
     return _sample(key, params, check_int(n_samples, "n_samples", 1))

@@ -129,6 +129,32 @@ def check_params(params, n_features: int | None = None) -> MixtureParams:
     return params
 
 
+PARAM_FIELDS = ("weights", "means", "covariances", "precisions_cholesky")
+
+
+def check_param_values(params: MixtureParams) -> MixtureParams:
+    """Values of concrete params (skipped when traced): real, finite numbers; weights
+    non-negative with a positive sum; precision Cholesky factors with a positive diagonal."""
+    if is_traced(*(getattr(params, f) for f in PARAM_FIELDS)):
+        return params
+    for field in PARAM_FIELDS:
+        a = np.asarray(getattr(params, field))
+        if a.dtype.kind not in "fiub" and a.dtype != jnp.bfloat16:
+            raise ValueError(f"params.{field} must be real numbers; got dtype {a.dtype}.")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"params.{field} contains NaN or infinity.")
+    weights = np.asarray(params.weights, np.float64)
+    if np.any(weights < 0) or not np.sum(weights) > 0:
+        raise ValueError(f"params.weights must be non-negative with a positive sum; got "
+                         f"{weights}.")
+    diagonal = get_covariance_model(params.covariance_type).variances(
+        jnp.asarray(params.precisions_cholesky))
+    if not bool(jnp.all(diagonal > 0)):
+        raise ValueError("params.precisions_cholesky must have a positive diagonal (upper "
+                         "Cholesky factors of positive-definite precisions).")
+    return params
+
+
 def check_init_params(init: MixtureParams, covariance_type: str, n_components: int,
                       n_features: int, n_init: int | None = None) -> MixtureParams:
     """Initial MixtureParams given to a fit: type, feature count, K and (optionally) one set per

@@ -265,3 +265,21 @@ def test_misleading_messages(offset_files, capsys):
                  ["score", d / "m0.npz", d / "x.npy", "--out", d / "x.npy" / "s.npy"]):
         code, out, err = run(capsys, *argv)
         assert code == 2 and out == "" and "--out" in err   # before any work
+
+
+def test_damaged_model_files(files, capsys, tmp_path):
+    """A NaN weight or a truncated archive: one error line, never 'threshold nan' or a
+    traceback."""
+    d = files[0]
+    with np.load(d / "sk.npz") as f:
+        entries = {k: f[k] for k in f.files}
+    entries["weights"] = np.array([np.nan, 1.0])
+    np.savez(tmp_path / "nan.npz", **entries)
+    raw = (d / "sk.npz").read_bytes()
+    (tmp_path / "trunc.npz").write_bytes(raw[:len(raw) // 2])
+    from gmmjax.estimators.kernel_density import KernelDensity
+    gio.save(KernelDensity().fit(files[1]), str(tmp_path / "kde.npz"))
+    for name, message in (("nan", "weights contains NaN"), ("trunc", "cannot read"),
+                          ("kde", "holds a KernelDensity, not a Gaussian mixture")):
+        code, out, err = run(capsys, "outliers", tmp_path / f"{name}.npz", d / "x.npy")
+        assert code == 2 and out == "" and message in err and "Traceback" not in err
