@@ -20,13 +20,29 @@ def is_traced(*arrays) -> bool:
     return any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
+HALF_FLOATS = (np.dtype(np.float16), np.dtype(jnp.bfloat16))   # computed in float32
+
+
 def float_dtype(x) -> np.dtype:
-    """The float dtype computations use for ``x``: its own float type, else the default float
-    (float64 only when x64 is enabled)."""
+    """The float dtype computations use for ``x``: its own float type (float16 and bfloat16 are
+    upcast to float32, as LAPACK has no half precision), else the default float (float64 only
+    when x64 is enabled)."""
     dtype = np.dtype(getattr(x, "dtype", np.float64))
-    if not np.issubdtype(dtype, np.floating):
+    if dtype in HALF_FLOATS:
+        dtype = np.dtype(np.float32)
+    elif not np.issubdtype(dtype, np.floating):
         dtype = np.dtype(np.float64)
     return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+
+
+def check_key(key) -> jax.Array:
+    """A JAX PRNG key (typed, or a legacy raw uint32 (..., 2) key); an int seed is refused."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and (jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) or (
+            dtype == np.uint32 and np.shape(key)[-1:] == (2,))):
+        return key
+    raise TypeError(f"key must be a JAX PRNG key; got {type(key).__name__} {key!r}. Pass "
+                    "jax.random.key(seed).")
 
 
 def check_int(value, name: str, minimum: int) -> int:
@@ -47,10 +63,13 @@ def check_nonnegative(value, name: str):
 
 def check_data(x, name: str = "X", min_samples: int = 1) -> jax.Array:
     """X must be 2-D (n_samples, n_features), numeric, finite, with ≥ ``min_samples`` rows."""
+    if hasattr(x, "tocsr") or type(x).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"Sparse data was passed for {name}, but dense data is required; "
+                        "convert it with .toarray().")
     if not is_traced(x):
         arr = np.asarray(x)
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
-                                       or arr.dtype == np.bool_):
+                                       or arr.dtype in (np.bool_, jnp.bfloat16)):
             raise ValueError(f"{name} must be numeric; got dtype {arr.dtype}.")
         if np.iscomplexobj(arr):
             raise ValueError(f"{name} must be real; complex data is not supported.")
