@@ -19,6 +19,7 @@ from .covariance import get_covariance_model
 from .em import FitResult, LoopState, Status, best_restart, em_step, run_from
 from .init import initialize
 from .params import MixtureParams
+from .validation import input_status, unit_mean_weights
 from .rows import LOCAL, Rows, weighted_mean
 
 
@@ -71,6 +72,7 @@ def fit_restarts(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bou
     """The body of every fit program: shift rows to their weighted mean, run restarts
     ``restart_ids`` (restart i uses ``fold_in(key, i)``, so it does not depend on n_init),
     ``gather`` them (the restarts other devices ran), and keep the best."""
+    w = unit_mean_weights(w, rows)     # only the weights' ratios matter
     shift = weighted_mean(x, w, rows)
     if init_params is not None:
         init_params = init_params.replace(means=init_params.means - shift)
@@ -79,7 +81,7 @@ def fit_restarts(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bou
     keys = jax.vmap(jax.random.fold_in, (None, 0))(key, restart_ids)
     loops = run_restarts(keys, x - shift, w, init_params, noise, n_live, tol, reg_covar,
                          prev_bound, rows=rows, **static)
-    return pick_best(gather(loops), shift)
+    return input_status(pick_best(gather(loops), shift), x, w, rows)
 
 
 # --------------------------------------------------------------------------- padded components

@@ -11,8 +11,9 @@ from .core import fit_restarts
 from .em import FitResult, best_restart  # noqa: F401  (best_restart: re-exported)
 from .params import MixtureParams
 from .rows import auto_chunk_size, bucket_rows, pad_to  # noqa: F401  (re-exported)
-from .validation import (check_data, check_em_options, check_init_params, check_n_samples,
-                         check_sample_weight, init_method_name)
+from .validation import (HostCentring, check_data, check_em_options, check_init_params,
+                         check_key, check_n_samples, check_sample_weight, init_method_name,
+                         without_reverse_mode)
 
 
 def _is_row_sharded(x) -> bool:
@@ -63,8 +64,12 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
         Every process must make the same calls in the same order. Parameters come back replicated.
 
     Returns a :class:`FitResult`. Failures inside the program are reported in ``status``
-    (:class:`Status`), never raised. Works under ``jax.vmap`` and ``jax.jit`` (value checks on
-    the data are then skipped; shape checks still run).
+    (:class:`Status`), never raised. Works under ``jax.vmap`` and ``jax.jit`` (host value checks
+    are then skipped; shape checks still run, and the program reports invalid weights as
+    ``Status.INVALID_INPUT`` and non-finite data as ``Status.NONFINITE``). Only the ratios of
+    ``sample_weight`` matter. Float64 host data computed in float32 are centred in float64
+    first. Not differentiable: ``jax.grad`` raises a TypeError naming the differentiable
+    functions (``log_prob``, ``e_step``, ``em_step``, ``m_step``, ``sample``).
     """
     n_components, n_init, max_iter, chunk_size = check_em_options(
         n_components, n_init, max_iter, tol, reg_covar, covariance_type, chunk_size)
@@ -77,20 +82,24 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
                            n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
                            sample_weight=sample_weight, chunk_size=chunk_size,
                            initial_lower_bound=initial_lower_bound)
-    x = check_data(X)
+    centring = HostCentring(X)           # float64 host data: centred before float32
+    x = check_data(centring.data)
     n, d = x.shape
     w = check_sample_weight(sample_weight, n, x.dtype)
     check_n_samples(w, n_components)
     init_params = None
     if init_name == "params":
         check_init_params(init, covariance_type, n_components, d, n_init)
-        init_params = init.astype(x.dtype)
+        init_params = centring.params(init).astype(x.dtype)
     if chunk_size is None:
         chunk_size = auto_chunk_size(n, n_components, d)
     x, w = pad_to(x, w, bucket_rows(n, chunk_size))
     prev_bound = (None if initial_lower_bound is None
                   else jnp.asarray(initial_lower_bound, x.dtype))
-    return _fit_program(key, x, w, init_params, jnp.asarray(tol, x.dtype),
-                        jnp.asarray(reg_covar, x.dtype), prev_bound, n_components=n_components,
-                        covariance_type=covariance_type, init=init_name, n_init=n_init,
-                        max_iter=max_iter, chunk_size=chunk_size)
+    program = functools.partial(_fit_program, n_components=n_components,
+                                covariance_type=covariance_type, init=init_name, n_init=n_init,
+                                max_iter=max_iter, chunk_size=chunk_size)
+    result = without_reverse_mode(program, check_key(key), x, w, init_params,
+                                  jnp.asarray(tol, x.dtype), jnp.asarray(reg_covar, x.dtype),
+                                  prev_bound)
+    return result._replace(params=centring.restore(result.params))

@@ -13,7 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .covariance import get_covariance_model
+from .em import FitResult, Status
 from .params import MixtureParams
+from .rows import LOCAL, Rows
 
 
 def is_traced(*arrays) -> bool:
@@ -107,6 +109,85 @@ def check_sample_weight(sample_weight, n_samples: int, dtype) -> jax.Array:
     return w
 
 
+def unit_mean_weights(w: jax.Array, rows: Rows = LOCAL) -> jax.Array:
+    """Inside a fit program: weights rescaled to mean 1 over the rows of positive weight (all
+    devices' rows), so a fit depends only on their ratios; the absolute 10·eps floor on
+    component weights then means the same at any scale (weights of 1e-12 or 1e-300 fit as ones
+    do). Unit weights come back bit for bit (their sum is exact below 2^24 rows in float32)."""
+    total, n_live = rows.sum((jnp.sum(w), jnp.sum((w > 0).astype(w.dtype))))
+    return w * jnp.where(total > 0, n_live / total, 1.0).astype(w.dtype)
+
+
+def input_status(result: FitResult, x: jax.Array, w: jax.Array, rows: Rows = LOCAL) -> FitResult:
+    """Inside a fit program: values the host could not check (traced under jit/vmap) decide the
+    status. Non-finite data -> NONFINITE; negative, NaN/inf or all-zero weights ->
+    INVALID_INPUT (the estimators raise scikit-learn's error). Valid input: unchanged."""
+    bad_x, bad_w, total = rows.sum((jnp.sum(~jnp.isfinite(x) & (w[:, None] != 0)),
+                                    jnp.sum((w < 0) | ~jnp.isfinite(w)), jnp.sum(w)))
+    code = jnp.where(bad_x > 0, Status.NONFINITE,
+                     jnp.where((bad_w > 0) | ~(total > 0), Status.INVALID_INPUT, -1))
+
+    def override(status):
+        return jnp.where(code >= 0, code, status).astype(status.dtype)
+
+    status = override(result.status)
+    return result._replace(status=status, converged=status == Status.CONVERGED,
+                           restart_status=override(result.restart_status))
+
+
+GRAD_MESSAGE = ("gmmjax.fit is not reverse-mode differentiable (EM runs in a lax.while_loop). "
+                "Differentiate the objective instead: gmmjax.log_prob, gmmjax.e_step, "
+                "gmmjax.em_step / gmmjax.m_step (one step), gmmjax.sample (reparameterised) and "
+                "the unconstrained parameterisation (gmmjax.unconstrained) are differentiable; "
+                "wrap a fitted result in jax.lax.stop_gradient to use it as a constant.")
+
+
+def without_reverse_mode(fn, *args):
+    """``fn(*args)`` (args: pytrees of arrays), computed as is; reverse-mode differentiation
+    (``jax.grad``/``vjp``) raises a TypeError naming the differentiable functions, instead of
+    JAX's error from deep inside ``while_loop``."""
+
+    @jax.custom_vjp
+    def run(*a):
+        return fn(*a)
+
+    def backward(_, cotangent):
+        raise TypeError(GRAD_MESSAGE)
+
+    run.defvjp(lambda *a: (fn(*a), None), backward)
+    return run(*args)
+
+
+class HostCentring:
+    """Concrete host data about to be narrowed (float64 or 64-bit integers computed in float32,
+    x64 off) are centred in float64 first, so an offset such as 1e8 (float32 steps of 8 there)
+    does not round the data away; ``params``/``restore`` move means into / out of that frame.
+    Other data (traced, jax arrays, already float32, or x64 on) pass through unchanged."""
+
+    def __init__(self, X):
+        self.shift, self.data = None, X
+        if is_traced(X) or isinstance(X, jax.Array) or hasattr(X, "tocsr"):
+            return
+        arr = np.asarray(X) if isinstance(X, (np.ndarray, list, tuple)) else None
+        if (arr is None or arr.ndim != 2 or arr.size == 0 or arr.dtype.kind not in "fiu"
+                or arr.dtype.itemsize < 8 or float_dtype(arr) != np.float32):
+            return
+        shift = arr.mean(axis=0, dtype=np.float64)
+        if np.all(np.isfinite(shift)):
+            self.shift, self.data = shift, arr - shift
+
+    def params(self, params: MixtureParams) -> MixtureParams:
+        if self.shift is None:
+            return params
+        return params.replace(means=np.asarray(params.means, np.float64) - self.shift)
+
+    def restore(self, params: MixtureParams) -> MixtureParams:
+        if self.shift is None:
+            return params
+        means = params.means
+        return params.replace(means=(means + jnp.asarray(self.shift, means.dtype)))
+
+
 def _check_weight_values(w) -> None:
     if not is_traced(w):
         if not bool(jnp.all(jnp.isfinite(w))):
@@ -182,6 +263,15 @@ def check_init_params(init: MixtureParams, covariance_type: str, n_components: i
         raise ValueError(f"init params have covariance_type {init.covariance_type!r} but "
                          f"covariance_type={covariance_type!r} was requested.")
     check_params(init, n_features)
+    model = get_covariance_model(covariance_type)
+    k, d = np.shape(init.means)[-2:]
+    batches = {field: tuple(np.shape(getattr(init, field)))[:-len(shape)]
+               for field, shape in (("weights", (k,)), ("means", (k, d)),
+                                    ("covariances", model.shape(k, d)),
+                                    ("precisions_cholesky", model.shape(k, d)))}
+    if len(set(batches.values())) != 1 or len(batches["weights"]) > 1:
+        raise ValueError(f"init params must be one set of parameters or one per restart (a "
+                         f"leading (n_init,) axis on every field); got leading axes {batches}.")
     if np.shape(init.means)[-2] != n_components:
         raise ValueError(f"init params have {np.shape(init.means)[-2]} components; "
                          f"n_components={n_components}.")
