@@ -107,3 +107,16 @@ def test_select_model_centres_float64_host_data():
     np.testing.assert_allclose(far.bic, ref.bic, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(far.params.means, np.float64) - 1e8, ref.params.means,
                                atol=8)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("covariance_type, k", [("full", 3), ("full", 4), ("tied", 3),
+                                                ("diag", 3), ("spherical", 4)])
+def test_bayesian_mixture_on_constant_data_converges(covariance_type, k):
+    """Constant data (a singular covariance prior) used to alternate between two bounds."""
+    est = gj.BayesianGaussianMixture(n_components=k, covariance_type=covariance_type,
+                                     max_iter=200, random_state=0).fit(np.ones((200, 3)))
+    assert est.converged_ and est.n_iter_ < 200
+    bounds = np.asarray(est.lower_bounds_)
+    assert np.all(np.diff(bounds) > -1e-6 * np.abs(bounds[1:]))     # the bound does not fall
+    np.testing.assert_allclose(est.predict_proba(np.ones((2, 3))).sum(1), 1.0)
