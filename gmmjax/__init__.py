@@ -1,6 +1,7 @@
 """gmmjax: Gaussian mixture models in JAX.
 
-Functional core (pure; works under jit, vmap and grad), scale-out helpers, and scikit-learn
+Functional core (pure; works under jit and vmap; log_prob, the EM steps and sample also under
+grad, the fits not: see README), scale-out helpers, and scikit-learn
 compatible estimators. ``gmmjax.plot`` (matplotlib) and ``gmmjax.io`` are imported explicitly.
 """
 

@@ -204,11 +204,15 @@ class BayesianFitResult(NamedTuple):
 
 def default_priors(x: jax.Array, w: jax.Array, n_components: int, covariance_type: str, *,
                    weight_concentration=None, mean_precision=None, mean=None,
-                   degrees_of_freedom=None, covariance=None) -> BayesianPriors:
+                   degrees_of_freedom=None, covariance=None, reg_covar=0.0) -> BayesianPriors:
     """Fill unset priors with sklearn's defaults, from weighted rows (traceable).
 
     γ = 1/K, β₀ = 1, m₀ = weighted mean, ν₀ = D, Ψ₀ = the unbiased (ddof=1, frequency-weighted)
     data covariance reduced to the type: full/tied (D, D), diag the variances, spherical their mean.
+    A singular default Ψ₀ (constant data or a constant feature) gets ``reg_covar`` added: with
+    Ψ₀ = 0 an empty component's covariance is Ψ₀ + ~0 ≈ 1e-22, so it captures every row at the
+    next step and the fit alternates between two states forever (scikit-learn escapes only
+    because its empty components drift to the origin of the coordinates).
     """
     model = get_covariance_model(covariance_type)
     dtype = x.dtype
@@ -219,6 +223,8 @@ def default_priors(x: jax.Array, w: jax.Array, n_components: int, covariance_typ
         scatter = model.scatter(x, w[:, None], data_mean[None])
         denom = jnp.where(wsum > 1, wsum - 1, wsum)
         covariance = jnp.reshape(scatter, model.component_shape(d)) / denom
+        _, definite = model.precision_cholesky(covariance)
+        covariance = jnp.where(definite, covariance, model.add_reg(covariance, reg_covar))
 
     def value(v, default):
         return jnp.asarray(default if v is None else v, dtype)
@@ -359,7 +365,7 @@ def _bayesian_program(key, x, w, init_value, prior_args, tol, reg_covar, prev_bo
     shift = jnp.matmul(w, x, precision=HIGHEST) / jnp.sum(w)
     xs = x - shift
     # Each prior arrives as (value, given): one compiled program serves default and user priors.
-    defaults = default_priors(xs, w, n_components, covariance_type)
+    defaults = default_priors(xs, w, n_components, covariance_type, reg_covar=reg_covar)
     given_values = prior_args._replace(mean=(prior_args.mean[0] - shift, prior_args.mean[1]))
     priors = BayesianPriors(*(jnp.where(given, value, default) for (value, given), default
                               in zip(given_values, defaults)))

@@ -5,8 +5,10 @@
     gmmjax outliers MODEL DATA [--contamination 0.04 | --threshold LOGDENS] [--out labels.npy]
     gmmjax bench [--quick] [any option of python -m benchmarks]
 
-DATA is a .npy array or a numeric .csv file (comma-separated, one optional header row); a 1-D
-array is one feature. A model file is :mod:`gmmjax.io`'s ``.npz`` (plain arrays, no pickle:
+DATA is a .npy array or a numeric .csv file (comma-separated, UTF-8 with or without a byte-order
+mark; line 1 is a header when none of its cells is a number, or as ``--header``/``--no-header``
+say); a 1-D array is one feature. Data are centred in float64 before the (default float32)
+computation, so a large offset is not rounded away. A model file is :mod:`gmmjax.io`'s ``.npz`` (plain arrays, no pickle:
 loading never executes code), so ``gmmjax.io.load("model.npz")`` reads what ``fit`` wrote and
 ``score``/``outliers`` accept a saved ``GaussianMixture``. User mistakes print one line ``gmmjax: error: ...`` on stderr and exit with
 status 2; nothing is a traceback.
@@ -32,8 +34,9 @@ class CliError(Exception):
 
 # ----------------------------------------------------------------------------- input / output
 
-def load_data(path: str) -> np.ndarray:
-    """(n_samples, n_features) float64 array from a .npy or .csv file (1-D -> one feature)."""
+def load_data(path: str, header: bool | None = None) -> np.ndarray:
+    """(n_samples, n_features) float64 array from a .npy or .csv file (1-D -> one feature);
+    ``header`` as :func:`_load_csv`."""
     p = Path(path)
     if not p.exists():
         raise CliError(f"data file not found: {path}")
@@ -51,7 +54,7 @@ def load_data(path: str) -> np.ndarray:
                 or np.iscomplexobj(arr):
             raise CliError(f"{path}: expected a real numeric array; got dtype {arr.dtype}")
     elif suffix in (".csv", ".txt"):
-        arr = _load_csv(p)
+        arr = _load_csv(p, header)
     else:
         raise CliError(f"{path}: unsupported file type {suffix or '(none)'!r}; give a .npy or "
                        ".csv file")
@@ -71,25 +74,31 @@ def load_data(path: str) -> np.ndarray:
     return arr
 
 
-def _load_csv(p: Path) -> np.ndarray:
+def _load_csv(p: Path, header: bool | None = None) -> np.ndarray:
+    """Rows of a comma-separated file. ``header``: True skips line 1, False reads it as data,
+    None (auto) skips it only when none of its cells is a number (a numeric header such as
+    ``2020,2021`` needs ``--header``). A UTF-8 byte-order mark is ignored."""
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise CliError(f"{p}: cannot read as text ({e})") from None
     lines = [(i + 1, ln) for i, ln in enumerate(text.splitlines())
              if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         raise CliError(f"{p}: the CSV file is empty")
+    first = [c.strip() for c in lines[0][1].split(",")]
+    if header or (header is None and not any(_is_float(c) for c in first)):
+        lines = lines[1:]
     rows, width = [], None
-    for j, (lineno, line) in enumerate(lines):
+    for lineno, line in lines:
         cells = [c.strip() for c in line.split(",")]
         try:
             values = [float(c) for c in cells]
         except ValueError:
-            if j == 0:          # a header row
-                continue
             bad = next(c for c in cells if not _is_float(c))
-            raise CliError(f"{p}: non-numeric value {bad!r} on line {lineno}") from None
+            hint = ("; if it is a header row, pass --header" if lineno == lines[0][0]
+                    and header is None else "")
+            raise CliError(f"{p}: non-numeric value {bad!r} on line {lineno}{hint}") from None
         if width is None:
             width = len(values)
         elif len(values) != width:
@@ -108,14 +117,52 @@ def _is_float(s: str) -> bool:
     return True
 
 
+def check_writable(path: str, suffixes: tuple[str, ...], suffix_hint: str) -> Path:
+    """``--out`` checked before any work: its suffix, an existing writable directory, not itself
+    a directory."""
+    p = Path(path)
+    if p.suffix not in suffixes:
+        raise CliError(f"--out {path}: {suffix_hint}")
+    parent = p.parent
+    if not parent.exists():
+        raise CliError(f"--out {path}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise CliError(f"--out {path}: {parent} is not a directory")
+    if p.is_dir():
+        raise CliError(f"--out {path}: is a directory; give a file name")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise CliError(f"--out {path}: not writable (permission denied)")
+    return p
+
+
+def centred(X: np.ndarray, dtype, name: str, shift=None) -> tuple[np.ndarray, np.ndarray]:
+    """(shift (D,) float64, X − shift as ``dtype``); shift defaults to X's mean. The data are
+    centred in float64 BEFORE they are narrowed, so an offset (e.g. 1e8, where float32 steps are
+    8) cannot round them away. Refuses data whose spread ``dtype`` cannot square without
+    overflow."""
+    shift = X.mean(axis=0) if shift is None else shift
+    xc = X - shift
+    spread = float(np.max(np.abs(xc)))
+    limit = float(np.sqrt(np.finfo(dtype).max)) / 1e2
+    if spread > limit:
+        hint = "pass --float64 or rescale" if dtype == np.float32 else "rescale"
+        raise CliError(f"{name}: values lie up to {spread:.3g} from their mean, beyond what "
+                       f"{np.dtype(dtype).name} computes safely (about {limit:.0e}); {hint} the "
+                       "data")
+    return shift, xc.astype(dtype)
+
+
+def check_reg_covar(reg_covar: float, dtype) -> None:
+    if not reg_covar <= float(np.finfo(dtype).max):
+        hint = "pass --float64 or a smaller value" if dtype == np.float32 else "a smaller value"
+        raise CliError(f"--reg-covar {reg_covar:g} exceeds the {np.dtype(dtype).name} range "
+                       f"(max {np.finfo(dtype).max:.3g}); {hint}")
+
+
 def save_model(path: str, params) -> None:
     """Write a MixtureParams with :func:`gmmjax.io.save` (.npz of plain arrays; no pickle)."""
     from . import io
-    p = Path(path)
-    if p.suffix != ".npz":
-        raise CliError(f"--out {path}: the model file name must end in .npz")
-    if p.parent and not p.parent.exists():
-        raise CliError(f"--out {path}: directory {p.parent} does not exist")
+    p = check_writable(path, (".npz",), "the model file name must end in .npz")
     try:
         io.save(params, str(p))
     except OSError as e:
@@ -142,27 +189,33 @@ def load_model(path: str):
         raise CliError(f"{path}: not a gmmjax model file (not an .npz archive); {hint}")
     try:
         obj = io.load(str(p))
-    except (ValueError, OSError, EOFError, KeyError) as e:
+    except (ValueError, OSError) as e:     # io.load says why in one ValueError
         msg = " ".join(str(e).split())
-        raise CliError(f"{path}: not a gmmjax model file ({msg}); {hint}") from None
-    except (AttributeError, TypeError):   # np.load gave a plain .npy array, not an archive
-        raise CliError(f"{path}: not a gmmjax model file (not an .npz archive); {hint}") from None
-    params = getattr(obj, "params_", obj)
+        raise CliError(f"{path}: not a usable gmmjax model file ({msg}); {hint}") from None
+    params = obj if isinstance(obj, io.MixtureParams) else getattr(obj, "params_", None)
+    if not isinstance(params, io.MixtureParams):
+        raise CliError(f"{path}: holds a {type(obj).__name__}, not a Gaussian mixture; {hint}")
     if np.ndim(params.weights) != 1 or np.ndim(params.means) != 2:
         raise CliError(f"{path}: the file holds a batch of mixtures; the command needs one")
     return params
 
 
+ARRAY_SUFFIXES = (".npy", ".csv", ".txt")
+
+
+def check_array_out(path: str | None) -> None:
+    if path:
+        check_writable(path, ARRAY_SUFFIXES, "give a .npy or .csv file name")
+
+
 def write_array(path: str, values: np.ndarray, header: str) -> None:
-    p = Path(path)
+    p = check_writable(path, ARRAY_SUFFIXES, "give a .npy or .csv file name")
     try:
         if p.suffix == ".npy":
             np.save(p, values, allow_pickle=False)
-        elif p.suffix in (".csv", ".txt"):
+        else:
             fmt = "%d" if np.issubdtype(values.dtype, np.integer) else "%.10g"
             np.savetxt(p, values, fmt=fmt, delimiter=",", header=header, comments="")
-        else:
-            raise CliError(f"--out {path}: give a .npy or .csv file name")
     except OSError as e:
         raise CliError(f"cannot write {path}: {e}") from None
 
@@ -265,6 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list at most this many flagged rows (default 20)")
     o.add_argument("--float64", action="store_true", help="compute in float64")
 
+    for command in (f, s, o):
+        command.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
+                             help="a .csv DATA file's first line is (--header) or is not "
+                                  "(--no-header) a header; default: a header only when none "
+                                  "of its cells is a number")
     b = sub.add_parser("bench", help="run the benchmark suite (python -m benchmarks)",
                        add_help=False,   # --help goes to the suite, which lists its options
                        description="Run the benchmark suite of a source checkout; other options "
@@ -322,22 +380,20 @@ def cmd_fit(args) -> int:
     from .init import INIT_METHODS
     if args.init not in INIT_METHODS:
         raise CliError(f"--init {args.init}: choose from {', '.join(INIT_METHODS)}")
-    X = load_data(args.data)
+    X = load_data(args.data, args.header)
     n, d = X.shape
     if n < max(ks):
         raise CliError(f"{args.data} has {n} rows: too few for K={max(ks)} components (need at "
                        f"least one row per component)")
     if args.out:
-        save_check = Path(args.out)
-        if save_check.suffix != ".npz":
-            raise CliError(f"--out {args.out}: the model file name must end in .npz")
-        if not save_check.parent.exists():
-            raise CliError(f"--out {args.out}: directory {save_check.parent} does not exist")
+        check_writable(args.out, (".npz",), "the model file name must end in .npz")
+    dtype = np.float64 if args.float64 else np.float32
+    check_reg_covar(args.reg_covar, dtype)
+    shift, x = centred(X, dtype, args.data)
 
     import jax
     from .selection import select_model
 
-    dtype = np.float64 if args.float64 else np.float32
     progress = Progress(len(types), enabled=not args.quiet)
     progress.note(f"gmmjax fit: {n} samples x {d} features, K in {_ks_text(ks)}, "
                   f"covariance {','.join(types)}, n_init={args.n_init} "
@@ -346,7 +402,6 @@ def cmd_fit(args) -> int:
     results = []
     with _dtype_scope(args.float64):
         key = jax.random.key(args.seed)
-        x = X.astype(dtype)
         for ct in types:
             try:
                 res = select_model(key, x, ks, (ct,), args.criterion, n_init=args.n_init,
@@ -370,7 +425,8 @@ def cmd_fit(args) -> int:
     print(f"\nbest by {crit.upper()}: covariance_type={best_ct}, n_components={best_k} "
           f"({crit.upper()} {best_val:.6g})")
     if args.out:
-        save_model(args.out, jax.device_get(best_res.params))
+        params = jax.device_get(best_res.params)
+        save_model(args.out, params.replace(means=np.asarray(params.means, np.float64) + shift))
         print(f"wrote {args.out}")
     return 0
 
@@ -403,16 +459,19 @@ def _scores(params, X, float64: bool) -> np.ndarray:
                        f"{params.means.shape[1]} feature(s)")
     from .density import log_prob
     dtype = np.float64 if float64 else np.float32
+    means = np.asarray(params.means, np.float64)
+    centre, x = centred(X, dtype, "DATA", means.mean(axis=0))   # both in float64, then narrowed
     with _dtype_scope(float64):
-        cast = type(params)(*(np.asarray(getattr(params, a), dtype) for a in
-                              ("weights", "means", "covariances", "precisions_cholesky")),
-                            params.covariance_type)
-        return np.asarray(log_prob(cast, X.astype(dtype)), np.float64)
+        cast = type(params)(*(np.asarray(a, dtype) for a in
+                              (params.weights, means - centre, params.covariances,
+                               params.precisions_cholesky)), params.covariance_type)
+        return np.asarray(log_prob(cast, x), np.float64)
 
 
 def cmd_score(args) -> int:
+    check_array_out(args.out)
     params = load_model(args.model)
-    X = load_data(args.data)
+    X = load_data(args.data, args.header)
     scores = _scores(params, X, args.float64)
     print(f"samples: {len(scores)}")
     print(f"mean log-likelihood: {np.mean(scores):.8g}")
@@ -434,8 +493,9 @@ def cmd_outliers(args) -> int:
         raise CliError(f"--contamination must be in (0, 0.5]; got {contamination}")
     if args.threshold is not None and not np.isfinite(args.threshold):
         raise CliError(f"--threshold must be a finite log density; got {args.threshold}")
+    check_array_out(args.out)
     params = load_model(args.model)
-    X = load_data(args.data)
+    X = load_data(args.data, args.header)
     scores = _scores(params, X, args.float64)
     if args.threshold is not None:
         offset, rule = float(args.threshold), "threshold"

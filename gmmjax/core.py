@@ -19,6 +19,7 @@ from .covariance import get_covariance_model
 from .em import FitResult, LoopState, Status, best_restart, em_step, restart_score, run_from
 from .init import initialize
 from .params import MixtureParams
+from .validation import input_status, unit_mean_weights
 from .rows import LOCAL, Rows, weighted_mean
 
 
@@ -73,6 +74,7 @@ def fit_restarts(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bou
     """The body of every fit program: shift rows to their weighted mean, run restarts
     ``restart_ids`` (restart i uses ``fold_in(key, i)``, so it does not depend on n_init),
     ``gather`` them (the restarts other devices ran), and keep the best."""
+    w = unit_mean_weights(w, rows)     # only the weights' ratios matter
     shift = weighted_mean(x, w, rows)
     if init_params is not None:
         init_params = init_params.replace(means=init_params.means - shift)
@@ -81,7 +83,7 @@ def fit_restarts(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bou
     keys = jax.vmap(jax.random.fold_in, (None, 0))(key, restart_ids)
     loops = run_restarts(keys, x - shift, w, init_params, noise, n_live, tol, reg_covar,
                          prev_bound, rows=rows, **static)
-    return pick_best(gather(loops), shift)
+    return input_status(pick_best(gather(loops), shift), x, w, rows)
 
 
 def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bound, n_init,
@@ -93,6 +95,7 @@ def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bou
     the vmap (no batched GEMMs, no lockstep to the slowest restart). restart_lower_bounds /
     restart_status have ``restart_capacity`` entries (NaN / −1 past n_init), lower_bounds
     ``iter_capacity``."""
+    w = unit_mean_weights(w)           # only the weights' ratios matter
     shift = weighted_mean(x, w)
     xs = x - shift
     per_restart = init_params is not None and init_params.weights.ndim == 2
@@ -125,9 +128,10 @@ def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bou
         return best, bounds.at[i].set(loop.lower_bound), status.at[i].set(loop.status)
 
     best, bounds, status = jax.lax.fori_loop(0, n_init, body, (empty, bounds, status))
-    return FitResult(best.state.replace(means=best.state.means + shift), best.lower_bound,
-                     best.history, best.n_iter, best.status == Status.CONVERGED, best.status,
-                     bounds, status)
+    result = FitResult(best.state.replace(means=best.state.means + shift), best.lower_bound,
+                       best.history, best.n_iter, best.status == Status.CONVERGED, best.status,
+                       bounds, status)
+    return input_status(result, x, w)
 
 
 # --------------------------------------------------------------------------- padded components

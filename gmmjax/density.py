@@ -20,7 +20,7 @@ from .covariance import get_covariance_model
 from .fit import auto_chunk_size
 from .params import MixtureParams
 from .stats import chunked_map, log_resp_and_norm, weighted_log_prob
-from .validation import check_data, check_int, check_params
+from .validation import check_data, check_int, check_param_values, check_params
 
 # Up to this many features, diag/spherical/tied are evaluated as full matrices: one program for
 # all four types, at K·D² instead of K·D flops per row (immaterial for small D).
@@ -176,8 +176,9 @@ def sample(key: jax.Array, params: MixtureParams, n_samples: int) -> tuple[jax.A
     """Draw ``n_samples`` rows. Returns (X (n, D), labels (n,)) grouped by component (ascending).
 
     Reparameterised: X is differentiable in the means and the precision Cholesky factors.
+    Concrete params are checked (finite, weights >= 0, factors with a positive diagonal).
     """
-    check_params(params)
+    check_param_values(check_params(params))
     n = check_int(n_samples, "n_samples", 1)
     x, labels = sample_rows(key, params, n)
     if x.shape[0] == n:

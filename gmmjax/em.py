@@ -22,6 +22,7 @@ class Status(enum.IntEnum):
     MAX_ITER_REACHED = 1          # ran max_iter iterations without converging (a warning, not an error)
     ILL_DEFINED_COVARIANCE = 2    # a covariance lost positive definiteness (collapsed component)
     NONFINITE = 3                 # the log-likelihood became NaN or inf
+    INVALID_INPUT = 4             # traced sample weights were negative, NaN/inf or all zero
 
 
 class FitResult(NamedTuple):

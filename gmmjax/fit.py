@@ -13,8 +13,9 @@ from .core import fit_restarts, fit_restarts_looped, live_components, pad_compon
 from .em import FitResult, best_restart  # noqa: F401  (best_restart: re-exported)
 from .params import MixtureParams
 from .rows import auto_chunk_size, bucket_rows, pad_to  # noqa: F401  (re-exported)
-from .validation import (check_data, check_em_options, check_init_params, check_n_samples,
-                         check_sample_weight, init_method_name)
+from .validation import (HostCentring, check_data, check_em_options, check_init_params,
+                         check_key, check_n_samples, check_sample_weight, init_method_name,
+                         without_reverse_mode)
 
 
 def _is_row_sharded(x) -> bool:
@@ -110,8 +111,12 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     share one compile.
 
     Returns a :class:`FitResult`. Failures inside the program are reported in ``status``
-    (:class:`Status`), never raised. Works under ``jax.vmap`` and ``jax.jit`` (value checks on
-    the data are then skipped; shape checks still run).
+    (:class:`Status`), never raised. Works under ``jax.vmap`` and ``jax.jit`` (host value checks
+    are then skipped; shape checks still run, and the program reports invalid weights as
+    ``Status.INVALID_INPUT`` and non-finite data as ``Status.NONFINITE``). Only the ratios of
+    ``sample_weight`` matter. Float64 host data computed in float32 are centred in float64
+    first. Not differentiable: ``jax.grad`` raises a TypeError naming the differentiable
+    functions (``log_prob``, ``e_step``, ``em_step``, ``m_step``, ``sample``).
     """
     n_components, n_init, max_iter, chunk_size = check_em_options(
         n_components, n_init, max_iter, tol, reg_covar, covariance_type, chunk_size)
@@ -124,7 +129,8 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
                            n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
                            sample_weight=sample_weight, chunk_size=chunk_size,
                            initial_lower_bound=initial_lower_bound)
-    x = check_data(X)
+    centring = HostCentring(X)           # float64 host data: centred before float32
+    x = check_data(centring.data)
     n, d = x.shape
     w = check_sample_weight(sample_weight, n, x.dtype)
     check_n_samples(w, n_components)
@@ -132,7 +138,7 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     init_params = None
     if init_name == "params":
         check_init_params(init, covariance_type, n_components, d, n_init)
-        init_params = pad_components(init.astype(x.dtype), k_pad)
+        init_params = pad_components(centring.params(init).astype(x.dtype), k_pad)
     if chunk_size is None:
         chunk_size = auto_chunk_size(n, k_pad, d)
     x, w = pad_to(x, w, bucket_rows(n, chunk_size))
@@ -146,15 +152,17 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
         if init_params is not None and init_params.weights.ndim == 2:
             init_params = jax.tree_util.tree_map(lambda a: jnp.concatenate(
                 [a, jnp.broadcast_to(a[-1:], (n_cap - n_init,) + a.shape[1:])]), init_params)
-    res = _fit_program(key, x, w, init_params, jnp.asarray(tol, x.dtype),
-                       jnp.asarray(reg_covar, x.dtype), prev_bound, n_live, counts,
-                       n_components=k_pad, covariance_type=covariance_type, init=init_name,
-                       n_init=n_cap, max_iter=iter_cap, chunk_size=chunk_size)
+    program = functools.partial(_fit_program, n_components=k_pad,
+                                covariance_type=covariance_type, init=init_name, n_init=n_cap,
+                                max_iter=iter_cap, chunk_size=chunk_size)
+    res = without_reverse_mode(program, check_key(key), x, w, init_params,
+                               jnp.asarray(tol, x.dtype), jnp.asarray(reg_covar, x.dtype),
+                               prev_bound, n_live, counts)
 
     def first(a, n):       # host-side slice of a capacity-sized output (skipped when exact)
         return a if a.shape[0] == n else a[:n]
 
-    return res._replace(params=live_components(res.params, n_components),
+    return res._replace(params=centring.restore(live_components(res.params, n_components)),
                         lower_bounds=first(res.lower_bounds, max_iter),
                         restart_lower_bounds=first(res.restart_lower_bounds, n_init),
                         restart_status=first(res.restart_status, n_init))

@@ -108,9 +108,25 @@ def log_sum_kernels(queries: jax.Array, train: jax.Array, log_w: jax.Array, band
 
 @functools.partial(jax.jit, static_argnames=("query_chunk", "train_chunk"))
 def _kde_program(queries, train, log_w, bandwidth, log_norm, center, *, query_chunk, train_chunk):
-    out = log_sum_kernels(queries - center, train - center, log_w, bandwidth, query_chunk,
-                          train_chunk)
+    # In bandwidth units (centred, then divided by h): h² is never formed, so h of 1e-19 or data
+    # of 1e19 stay finite in float32.
+    out = log_sum_kernels((queries - center) / bandwidth, (train - center) / bandwidth, log_w,
+                          1.0, query_chunk, train_chunk)
     return out - log_norm
+
+
+def _check_span(points, center, h, name: str) -> None:
+    """Concrete data whose distance to the centre, in bandwidths, cannot be squared in this
+    dtype would give NaN: refuse it with a clear message instead."""
+    if is_traced(points, center, h):
+        return
+    limit = float(np.sqrt(np.finfo(points.dtype).max)) / 1e2
+    with jax.ensure_compile_time_eval():
+        span = float(jnp.max(jnp.abs(points - center)) / h)
+    if not span <= limit:
+        raise ValueError(f"{name} lies up to {span:.3g} bandwidths from the training mean, too "
+                         f"far to compute in {points.dtype} (limit {limit:.0e}); use float64 "
+                         "data or a larger bandwidth.")
 
 
 def kde_log_prob(train, X, bandwidth=1.0, *, sample_weight=None, query_chunk: int | None = None,
@@ -144,6 +160,8 @@ def kde_log_prob(train, X, bandwidth=1.0, *, sample_weight=None, query_chunk: in
     log_norm = jnp.log(jnp.sum(w)) + d * jnp.log(h) + 0.5 * d * math.log(2 * math.pi)
     center = jnp.sum(w[:, None] * train, axis=0) / jnp.sum(w)
     log_w = jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), -jnp.inf)
+    _check_span(train, center, h, "train")
+    _check_span(x, center, h, "X")
     out = _kde_program(_pad(x, n_pad), _pad(train, m_pad), _pad(log_w, m_pad, -jnp.inf), h,
                        log_norm, center, query_chunk=qc, train_chunk=tc)
     return out[:n]

@@ -52,25 +52,65 @@ jax.tree_util.register_dataclass(
 )
 
 
+def _valid_factor(prec_chol: jax.Array, ok, covariance_type: str, source: str) -> jax.Array:
+    """``prec_chol`` when ``ok`` and its diagonal is finite and positive. Concrete input: else a
+    ValueError; traced input (values unknown): else a NaN factor, so every density computed from
+    it is NaN rather than a silently substituted identity."""
+    model = get_covariance_model(covariance_type)
+    diagonal = model.variances(prec_chol)     # U's diagonal (diag/spherical: U itself)
+    ok = ok & jnp.all(jnp.isfinite(prec_chol)) & jnp.all(diagonal > 0)
+    if isinstance(ok, jax.core.Tracer):
+        return jnp.where(ok, prec_chol, jnp.nan)
+    if not bool(ok):
+        raise ValueError(f"The {source} ({covariance_type}) are ill-defined: each must be finite "
+                         f"and {'symmetric ' if model.component_shape(2) == (2, 2) else ''}"
+                         "positive-definite (positive variances); got an indefinite, negative or "
+                         "non-finite one.")
+    return prec_chol
+
+
+def _check_symmetric(matrices, covariance_type: str, source: str) -> None:
+    """Full/tied matrices given concretely must be symmetric (Cholesky reads one triangle)."""
+    model = get_covariance_model(covariance_type)
+    if (len(model.component_shape(1)) == 2 and not isinstance(matrices, jax.core.Tracer)
+            and matrices.ndim >= 2):
+        m = jnp.asarray(matrices)
+        if not bool(jnp.allclose(m, jnp.swapaxes(m, -1, -2), equal_nan=True)):
+            raise ValueError(f"The {source} ({covariance_type}) must be symmetric.")
+
+
 def from_covariances(weights, means, covariances, covariance_type: str = "full") -> MixtureParams:
-    """Build params from covariances; the precision Cholesky is computed (NaN-free if not PD)."""
+    """Build params from covariances; the precision Cholesky factors are computed.
+
+    An indefinite, negative or non-finite covariance raises a ValueError ("ill-defined") for
+    concrete input; under ``jit``/``vmap`` its factor is NaN (densities then come out NaN).
+    """
     model = get_covariance_model(covariance_type)
     covariances = jnp.asarray(covariances)
-    prec_chol, _ = model.precision_cholesky(covariances)
+    _check_symmetric(covariances, covariance_type, "covariances")
+    prec_chol, ok = model.precision_cholesky(covariances)
+    prec_chol = _valid_factor(prec_chol, ok, covariance_type, "covariances")
     return MixtureParams(jnp.asarray(weights), jnp.asarray(means), covariances, prec_chol,
                          covariance_type)
 
 
 def from_precisions(weights, means, precisions, covariance_type: str = "full") -> MixtureParams:
-    """Build params from precisions (inverse covariances), as sklearn's ``precisions_init``."""
+    """Build params from precisions (inverse covariances), as sklearn's ``precisions_init``.
+    Invalid precisions: as :func:`from_covariances` (ValueError, or NaN factors when traced)."""
     model = get_covariance_model(covariance_type)
-    prec_chol = model.precision_cholesky_from_precisions(jnp.asarray(precisions))
+    precisions = jnp.asarray(precisions)
+    _check_symmetric(precisions, covariance_type, "precisions")
+    prec_chol = model.precision_cholesky_from_precisions(precisions)
+    prec_chol = _valid_factor(prec_chol, True, covariance_type, "precisions")
     return from_precisions_cholesky(weights, means, prec_chol, covariance_type)
 
 
 def from_precisions_cholesky(weights, means, precisions_cholesky,
                              covariance_type: str = "full") -> MixtureParams:
+    """Build params from upper-triangular precision Cholesky factors (positive diagonal;
+    otherwise as :func:`from_covariances`)."""
     model = get_covariance_model(covariance_type)
-    prec_chol = jnp.asarray(precisions_cholesky)
+    prec_chol = _valid_factor(jnp.asarray(precisions_cholesky), True, covariance_type,
+                              "precision Cholesky factors")
     cov = model.covariance_from_precision_cholesky(prec_chol)
     return MixtureParams(jnp.asarray(weights), jnp.asarray(means), cov, prec_chol, covariance_type)

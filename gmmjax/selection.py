@@ -26,7 +26,7 @@ from .init import INIT_METHODS
 from .params import MixtureParams
 from .rows import auto_chunk_size, bucket_rows, pad_to, weighted_mean
 from .stats import chunked_sum, log_resp_and_norm, weighted_log_prob
-from .validation import (check_data, check_int, check_n_samples, check_nonnegative,
+from .validation import (HostCentring, check_data, check_int, check_n_samples, check_nonnegative,
                          check_sample_weight)
 
 CRITERIA = ("bic", "aic")
@@ -202,7 +202,8 @@ def select_model(key: jax.Array, X, n_components: Sequence[int] = range(1, 11),
         raise ValueError(f"Unknown init {init!r}; expected one of {list(INIT_METHODS)}.")
     if chunk_size is not None:
         chunk_size = check_int(chunk_size, "chunk_size", 1)
-    x = check_data(X)
+    centring = HostCentring(X)           # float64 host data: centred before float32
+    x = check_data(centring.data)
     n, d = x.shape
     w = check_sample_weight(sample_weight, n, x.dtype)
     k_max = max(ks)
@@ -233,8 +234,8 @@ def select_model(key: jax.Array, X, n_components: Sequence[int] = range(1, 11),
             table["ll"][i, j], table["lb"][i, j] = ll[j], lb[j]
             table["bic"][i, j] = np.inf if failed else -2.0 * ll[j] + p * np.log(n_eff)
             table["aic"][i, j] = np.inf if failed else -2.0 * ll[j] + 2.0 * p
-            all_params[(ct, k)] = live_components(
-                jax.tree_util.tree_map(lambda a, j=j: a[j], host), k)
+            all_params[(ct, k)] = centring.restore(live_components(
+                jax.tree_util.tree_map(lambda a, j=j: a[j], host), k))
     crit = table[criterion]
     if not np.isfinite(crit).any():
         raise RuntimeError("select_model: every fit failed (ill-defined covariances or non-finite "

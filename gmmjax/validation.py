@@ -13,20 +13,38 @@ import jax.numpy as jnp
 import numpy as np
 
 from .covariance import get_covariance_model
+from .em import FitResult, Status
 from .params import MixtureParams
+from .rows import LOCAL, Rows
 
 
 def is_traced(*arrays) -> bool:
     return any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
+HALF_FLOATS = (np.dtype(np.float16), np.dtype(jnp.bfloat16))   # computed in float32
+
+
 def float_dtype(x) -> np.dtype:
-    """The float dtype computations use for ``x``: its own float type, else the default float
-    (float64 only when x64 is enabled)."""
+    """The float dtype computations use for ``x``: its own float type (float16 and bfloat16 are
+    upcast to float32, as LAPACK has no half precision), else the default float (float64 only
+    when x64 is enabled)."""
     dtype = np.dtype(getattr(x, "dtype", np.float64))
-    if not np.issubdtype(dtype, np.floating):
+    if dtype in HALF_FLOATS:
+        dtype = np.dtype(np.float32)
+    elif not np.issubdtype(dtype, np.floating):
         dtype = np.dtype(np.float64)
     return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+
+
+def check_key(key) -> jax.Array:
+    """A JAX PRNG key (typed, or a legacy raw uint32 (..., 2) key); an int seed is refused."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and (jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) or (
+            dtype == np.uint32 and np.shape(key)[-1:] == (2,))):
+        return key
+    raise TypeError(f"key must be a JAX PRNG key; got {type(key).__name__} {key!r}. Pass "
+                    "jax.random.key(seed).")
 
 
 def check_int(value, name: str, minimum: int) -> int:
@@ -47,10 +65,13 @@ def check_nonnegative(value, name: str):
 
 def check_data(x, name: str = "X", min_samples: int = 1) -> jax.Array:
     """X must be 2-D (n_samples, n_features), numeric, finite, with ≥ ``min_samples`` rows."""
+    if hasattr(x, "tocsr") or type(x).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"Sparse data was passed for {name}, but dense data is required; "
+                        "convert it with .toarray().")
     if not is_traced(x):
         arr = np.asarray(x)
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
-                                       or arr.dtype == np.bool_):
+                                       or arr.dtype in (np.bool_, jnp.bfloat16)):
             raise ValueError(f"{name} must be numeric; got dtype {arr.dtype}.")
         if np.iscomplexobj(arr):
             raise ValueError(f"{name} must be real; complex data is not supported.")
@@ -86,6 +107,85 @@ def check_sample_weight(sample_weight, n_samples: int, dtype) -> jax.Array:
     with jax.ensure_compile_time_eval():   # concrete weights closed over inside jit/grad
         _check_weight_values(w)
     return w
+
+
+def unit_mean_weights(w: jax.Array, rows: Rows = LOCAL) -> jax.Array:
+    """Inside a fit program: weights rescaled to mean 1 over the rows of positive weight (all
+    devices' rows), so a fit depends only on their ratios; the absolute 10·eps floor on
+    component weights then means the same at any scale (weights of 1e-12 or 1e-300 fit as ones
+    do). Unit weights come back bit for bit (their sum is exact below 2^24 rows in float32)."""
+    total, n_live = rows.sum((jnp.sum(w), jnp.sum((w > 0).astype(w.dtype))))
+    return w * jnp.where(total > 0, n_live / total, 1.0).astype(w.dtype)
+
+
+def input_status(result: FitResult, x: jax.Array, w: jax.Array, rows: Rows = LOCAL) -> FitResult:
+    """Inside a fit program: values the host could not check (traced under jit/vmap) decide the
+    status. Non-finite data -> NONFINITE; negative, NaN/inf or all-zero weights ->
+    INVALID_INPUT (the estimators raise scikit-learn's error). Valid input: unchanged."""
+    bad_x, bad_w, total = rows.sum((jnp.sum(~jnp.isfinite(x) & (w[:, None] != 0)),
+                                    jnp.sum((w < 0) | ~jnp.isfinite(w)), jnp.sum(w)))
+    code = jnp.where(bad_x > 0, Status.NONFINITE,
+                     jnp.where((bad_w > 0) | ~(total > 0), Status.INVALID_INPUT, -1))
+
+    def override(status):
+        return jnp.where(code >= 0, code, status).astype(status.dtype)
+
+    status = override(result.status)
+    return result._replace(status=status, converged=status == Status.CONVERGED,
+                           restart_status=override(result.restart_status))
+
+
+GRAD_MESSAGE = ("gmmjax.fit is not reverse-mode differentiable (EM runs in a lax.while_loop). "
+                "Differentiate the objective instead: gmmjax.log_prob, gmmjax.e_step, "
+                "gmmjax.em_step / gmmjax.m_step (one step), gmmjax.sample (reparameterised) and "
+                "the unconstrained parameterisation (gmmjax.unconstrained) are differentiable; "
+                "wrap a fitted result in jax.lax.stop_gradient to use it as a constant.")
+
+
+def without_reverse_mode(fn, *args):
+    """``fn(*args)`` (args: pytrees of arrays), computed as is; reverse-mode differentiation
+    (``jax.grad``/``vjp``) raises a TypeError naming the differentiable functions, instead of
+    JAX's error from deep inside ``while_loop``."""
+
+    @jax.custom_vjp
+    def run(*a):
+        return fn(*a)
+
+    def backward(_, cotangent):
+        raise TypeError(GRAD_MESSAGE)
+
+    run.defvjp(lambda *a: (fn(*a), None), backward)
+    return run(*args)
+
+
+class HostCentring:
+    """Concrete host data about to be narrowed (float64 or 64-bit integers computed in float32,
+    x64 off) are centred in float64 first, so an offset such as 1e8 (float32 steps of 8 there)
+    does not round the data away; ``params``/``restore`` move means into / out of that frame.
+    Other data (traced, jax arrays, already float32, or x64 on) pass through unchanged."""
+
+    def __init__(self, X):
+        self.shift, self.data = None, X
+        if is_traced(X) or isinstance(X, jax.Array) or hasattr(X, "tocsr"):
+            return
+        arr = np.asarray(X) if isinstance(X, (np.ndarray, list, tuple)) else None
+        if (arr is None or arr.ndim != 2 or arr.size == 0 or arr.dtype.kind not in "fiu"
+                or arr.dtype.itemsize < 8 or float_dtype(arr) != np.float32):
+            return
+        shift = arr.mean(axis=0, dtype=np.float64)
+        if np.all(np.isfinite(shift)):
+            self.shift, self.data = shift, arr - shift
+
+    def params(self, params: MixtureParams) -> MixtureParams:
+        if self.shift is None:
+            return params
+        return params.replace(means=np.asarray(params.means, np.float64) - self.shift)
+
+    def restore(self, params: MixtureParams) -> MixtureParams:
+        if self.shift is None:
+            return params
+        means = params.means
+        return params.replace(means=(means + jnp.asarray(self.shift, means.dtype)))
 
 
 def _check_weight_values(w) -> None:
@@ -130,6 +230,32 @@ def check_params(params, n_features: int | None = None) -> MixtureParams:
     return params
 
 
+PARAM_FIELDS = ("weights", "means", "covariances", "precisions_cholesky")
+
+
+def check_param_values(params: MixtureParams) -> MixtureParams:
+    """Values of concrete params (skipped when traced): real, finite numbers; weights
+    non-negative with a positive sum; precision Cholesky factors with a positive diagonal."""
+    if is_traced(*(getattr(params, f) for f in PARAM_FIELDS)):
+        return params
+    for field in PARAM_FIELDS:
+        a = np.asarray(getattr(params, field))
+        if a.dtype.kind not in "fiub" and a.dtype != jnp.bfloat16:
+            raise ValueError(f"params.{field} must be real numbers; got dtype {a.dtype}.")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"params.{field} contains NaN or infinity.")
+    weights = np.asarray(params.weights, np.float64)
+    if np.any(weights < 0) or not np.sum(weights) > 0:
+        raise ValueError(f"params.weights must be non-negative with a positive sum; got "
+                         f"{weights}.")
+    diagonal = get_covariance_model(params.covariance_type).variances(
+        jnp.asarray(params.precisions_cholesky))
+    if not bool(jnp.all(diagonal > 0)):
+        raise ValueError("params.precisions_cholesky must have a positive diagonal (upper "
+                         "Cholesky factors of positive-definite precisions).")
+    return params
+
+
 def check_init_params(init: MixtureParams, covariance_type: str, n_components: int,
                       n_features: int, n_init: int | None = None) -> MixtureParams:
     """Initial MixtureParams given to a fit: type, feature count, K and (optionally) one set per
@@ -138,6 +264,15 @@ def check_init_params(init: MixtureParams, covariance_type: str, n_components: i
         raise ValueError(f"init params have covariance_type {init.covariance_type!r} but "
                          f"covariance_type={covariance_type!r} was requested.")
     check_params(init, n_features)
+    model = get_covariance_model(covariance_type)
+    k, d = np.shape(init.means)[-2:]
+    batches = {field: tuple(np.shape(getattr(init, field)))[:-len(shape)]
+               for field, shape in (("weights", (k,)), ("means", (k, d)),
+                                    ("covariances", model.shape(k, d)),
+                                    ("precisions_cholesky", model.shape(k, d)))}
+    if len(set(batches.values())) != 1 or len(batches["weights"]) > 1:
+        raise ValueError(f"init params must be one set of parameters or one per restart (a "
+                         f"leading (n_init,) axis on every field); got leading axes {batches}.")
     if np.shape(init.means)[-2] != n_components:
         raise ValueError(f"init params have {np.shape(init.means)[-2]} components; "
                          f"n_components={n_components}.")

@@ -101,7 +101,8 @@ def test_fit_table_and_model_agree_with_select_model(files, capsys):
     assert "1/1 full" in err                          # progress on stderr
     params = gio.load(str(d / "m.npz"))          # the project's .npz format
     assert isinstance(params, gj.MixtureParams)
-    np.testing.assert_allclose(params.means, np.asarray(sel.params.means), rtol=1e-6)
+    # the CLI centres in float64 before narrowing: equal up to float32 rounding
+    np.testing.assert_allclose(params.means, np.asarray(sel.params.means), rtol=1e-6, atol=1e-5)
     code, out, err = run(capsys, "fit", d / "x.csv", "-k", "1-3", "-q", "--out", d / "m2.npz")
     assert code == 0 and err == ""                   # --quiet: no progress
 
@@ -188,3 +189,97 @@ def test_bench_delegates_to_the_benchmarks_package(capfd):
     out, _ = capfd.readouterr()
     assert code == 0
     assert "usage: python -m benchmarks" in out and "--quick" in out
+
+
+@pytest.fixture(scope="module")
+def offset_files(tmp_path_factory):
+    """Two clusters, saved as is and shifted by 1e8 (float32 steps of 8 there)."""
+    d = tmp_path_factory.mktemp("offset")
+    rng = np.random.default_rng(1)
+    X = np.r_[rng.normal(0, 1, (80, 2)), rng.normal(0, 1, (80, 2)) + [6, 0]]
+    np.save(d / "x.npy", X)
+    np.save(d / "far.npy", X + 1e8)
+    return d, X
+
+
+def _best(out):
+    line = next(ln for ln in out.splitlines() if ln.startswith("best by"))
+    return line.split("n_components=")[1].split()[0], float(line.split("(BIC ")[1].rstrip(")"))
+
+
+def test_offset_data_fit_like_centred_data(offset_files, capsys):
+    """float32 fit of data offset by 1e8: same best K and BIC as without the offset, and the
+    saved means keep the offset exactly (float64)."""
+    d, X = offset_files
+    code, out, err = run(capsys, "fit", d / "x.npy", "-k", "1-3", "-q", "--out", d / "m0.npz")
+    assert code == 0, err
+    code, far, err = run(capsys, "fit", d / "far.npy", "-k", "1-3", "-q", "--out", d / "m1.npz")
+    assert code == 0, err
+    (k0, bic0), (k1, bic1) = _best(out), _best(far)
+    assert k0 == k1 == "2" and bic1 == pytest.approx(bic0, rel=1e-5)
+    near, offset = gio.load(str(d / "m0.npz")), gio.load(str(d / "m1.npz"))
+    assert np.asarray(offset.means).dtype == np.float64
+    np.testing.assert_allclose(np.asarray(offset.means) - 1e8, near.means, atol=1e-4)
+    for name in ("x", "far"):           # scoring the offset data under the offset model
+        code, out, err = run(capsys, "score", d / f"m{int(name == 'far')}.npz", d / f"{name}.npy")
+        assert code == 0, err
+        scores = float(out.split("mean log-likelihood:")[1].split()[0])
+        if name == "x":
+            ref = scores
+    assert scores == pytest.approx(ref, rel=1e-5)
+
+
+@pytest.mark.parametrize("text, header, rows", [
+    ("\ufeff1,2\n3,4\n", None, [[1, 2], [3, 4]]),             # Excel's CSV UTF-8 (a BOM)
+    ("\ufeffa,b\n1,2\n", None, [[1, 2]]),
+    ("a,b\n1,2\n3,4\n", None, [[1, 2], [3, 4]]),
+    ("2020,2021\n1,2\n", True, [[1, 2]]),                      # a numeric header, said so
+    ("2020,2021\n1,2\n", None, [[2020, 2021], [1, 2]]),
+    ("1,2\n3,4\n", False, [[1, 2], [3, 4]]),
+])
+def test_csv_rows(tmp_path, text, header, rows):
+    (tmp_path / "d.csv").write_text(text, encoding="utf-8")
+    np.testing.assert_array_equal(cli.load_data(str(tmp_path / "d.csv"), header), rows)
+
+
+@pytest.mark.parametrize("text, header, message", [
+    ("1,x\n3,4\n", None, "non-numeric value 'x' on line 1; if it is a header row"),
+    ("1,2\n3,x\n", None, "non-numeric value 'x' on line 2"),
+    ("a,b\n1,2\n", False, "non-numeric value 'a' on line 1"),
+])
+def test_csv_bad_cell_in_any_row_is_an_error(tmp_path, text, header, message):
+    (tmp_path / "d.csv").write_text(text)
+    with pytest.raises(cli.CliError, match=message):
+        cli.load_data(str(tmp_path / "d.csv"), header)
+
+
+def test_misleading_messages(offset_files, capsys):
+    d, X = offset_files
+    np.save(d / "huge.npy", X * 1e38)
+    code, _, err = run(capsys, "fit", d / "huge.npy", "-k", "1")
+    assert code == 2 and "beyond what float32 computes safely" in err and "--float64" in err
+    code, _, err = run(capsys, "fit", d / "x.npy", "-k", "1", "--reg-covar", "1e40")
+    assert code == 2 and "exceeds the float32 range" in err
+    (d / "dir.npz").mkdir(exist_ok=True)
+    for argv in (["fit", d / "x.npy", "--out", d / "dir.npz"],
+                 ["score", d / "m0.npz", d / "x.npy", "--out", d / "x.npy" / "s.npy"]):
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and out == "" and "--out" in err   # before any work
+
+
+def test_damaged_model_files(files, capsys, tmp_path):
+    """A NaN weight or a truncated archive: one error line, never 'threshold nan' or a
+    traceback."""
+    d = files[0]
+    with np.load(d / "sk.npz") as f:
+        entries = {k: f[k] for k in f.files}
+    entries["weights"] = np.array([np.nan, 1.0])
+    np.savez(tmp_path / "nan.npz", **entries)
+    raw = (d / "sk.npz").read_bytes()
+    (tmp_path / "trunc.npz").write_bytes(raw[:len(raw) // 2])
+    from gmmjax.estimators.kernel_density import KernelDensity
+    gio.save(KernelDensity().fit(files[1]), str(tmp_path / "kde.npz"))
+    for name, message in (("nan", "weights contains NaN"), ("trunc", "cannot read"),
+                          ("kde", "holds a KernelDensity, not a Gaussian mixture")):
+        code, out, err = run(capsys, "outliers", tmp_path / f"{name}.npz", d / "x.npy")
+        assert code == 2 and out == "" and message in err and "Traceback" not in err

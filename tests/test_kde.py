@@ -133,7 +133,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="query_chunk"):
         kde_log_prob(TRAIN, QUERY, 0.5, query_chunk=0)
     with pytest.raises(ValueError, match="n_samples"):
-        KernelDensity().fit(TRAIN).sample(0)
+        KernelDensity().fit(TRAIN).sample(-1)
     with pytest.raises(ValueError, match="n_samples"):
         kde_sample(jax.random.key(0), TRAIN, 0.5, 0)
     with pytest.raises(ValueError, match="NaN"):
@@ -143,3 +143,26 @@ def test_bad_inputs():
 @parametrize_with_checks([KernelDensity()])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+def test_estimator_sample_zero_is_empty():
+    """scikit-learn returns an empty (0, D) array."""
+    ref = SkKernelDensity().fit(TRAIN).sample(0)
+    got = KernelDensity().fit(TRAIN).sample(0)
+    assert got.shape == ref.shape == (0, 2) and got.dtype == ref.dtype
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-20])
+def test_float32_extreme_scales_stay_finite(scale):
+    """Data and bandwidth scaled together: float32 scores shift by −D·log(scale), never NaN."""
+    train, query = TRAIN.astype(np.float32), QUERY.astype(np.float32)
+    ref = KernelDensity(bandwidth=0.4).fit(train).score_samples(query)
+    got = KernelDensity(bandwidth=0.4 * scale).fit(train * np.float32(scale)).score_samples(
+        query * np.float32(scale))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, ref - 2 * np.log(scale), rtol=1e-5)
+
+
+def test_float32_too_many_bandwidths_away_is_refused():
+    with pytest.raises(ValueError, match="bandwidths from the training mean"):
+        kde_log_prob(TRAIN.astype(np.float32), QUERY.astype(np.float32) * 1e25, 1e-10)

@@ -102,3 +102,20 @@ def test_sample_needs_a_positive_count():
 def test_shape_checks_still_run_under_tracing():
     with pytest.raises(ValueError, match="2-D array"):
         jax.jit(lambda x: gj.log_prob(params(), x))(X[:, 0])
+
+
+@pytest.mark.parametrize("half", [np.float16, jnp.bfloat16])
+def test_half_precision_data_are_upcast_to_float32(half):
+    xh = jnp.asarray(X, half)
+    ref = gj.fit(KEY, np.asarray(xh, np.float32), 2, max_iter=3)
+    got = gj.fit(KEY, xh, 2, max_iter=3)
+    assert got.params.means.dtype == np.float32
+    np.testing.assert_array_equal(got.params.means, ref.params.means)
+    np.testing.assert_array_equal(gj.log_prob(ref.params, xh),
+                                  gj.log_prob(ref.params, np.asarray(xh, np.float32)))
+
+
+def test_sparse_data_are_refused_as_in_sklearn():
+    import scipy.sparse
+    with pytest.raises(TypeError, match="Sparse data was passed for X, but dense data is required"):
+        gj.fit(KEY, scipy.sparse.csr_matrix(X), 2)

@@ -252,6 +252,9 @@ class BaseMixtureEstimator(DensityMixin, BaseEstimator):
             raise ValueError(ILL_DEFINED_MESSAGE + (FLOAT32_HINT if dtype == np.float32 else ""))
         if status == Status.NONFINITE:
             raise ValueError(NONFINITE_MESSAGE + (FLOAT32_HINT if dtype == np.float32 else ""))
+        if status == Status.INVALID_INPUT:   # sklearn's _check_sample_weight wording
+            raise ValueError("Negative values in data passed to `sample_weight` (or NaN, "
+                             "infinity, or a zero total).")
         converged = status == Status.CONVERGED
         if not converged and max_iter > 0:
             warnings.warn(CONVERGENCE_MESSAGE, ConvergenceWarning)

@@ -111,9 +111,11 @@ class KernelDensity(BaseEstimator):
         try:
             n = operator.index(n_samples)
         except TypeError:
-            raise ValueError(f"n_samples must be an integer >= 1; got {n_samples!r}.") from None
-        if n < 1:
-            raise ValueError(f"n_samples must be an integer >= 1; got {n}.")
+            raise ValueError(f"n_samples must be an integer >= 0; got {n_samples!r}.") from None
+        if n < 0:
+            raise ValueError(f"n_samples must be an integer >= 0; got {n}.")
+        if n == 0:                                # as scikit-learn: an empty (0, D) array
+            return np.empty((0, self.X_fit_.shape[1]), np.float64)
         state = self.random_state if random_state is None else random_state
         dtype = self.X_fit_.dtype
         with x64_scope(dtype):
