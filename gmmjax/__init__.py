@@ -16,6 +16,7 @@ from .fit import fit
 from .init import INIT_METHODS, initialize, kmeans, kmeans_plusplus
 from .kde import kde_bandwidth, kde_log_prob, kde_sample
 from .many import fit_many, pad_datasets
+from .missing import impute
 from .online import (OnlineResult, OnlineState, fit_online, online_init, online_step,
                      stepwise_schedule)
 from .outliers import contamination_threshold, fit_outlier_detector, inlier_labels, outlier_mask
@@ -33,7 +34,7 @@ __all__ = [
     "COVARIANCE_TYPES", "INIT_METHODS", "FitResult", "MixtureParams", "Status", "aic", "bic",
     "e_step", "em_step", "fit", "from_covariances", "from_precisions", "from_precisions_cholesky",
     "get_covariance_model", "initialize", "kmeans", "kmeans_plusplus", "log_prob", "m_step",
-    "n_parameters", "predict", "predict_log_proba", "predict_proba", "sample",
+    "n_parameters", "predict", "predict_log_proba", "predict_proba", "sample", "impute",
     # variational
     "BayesianFitResult", "BayesianParams", "BayesianPriors", "fit_bayesian",
     # workflows

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from .covariance import get_covariance_model
-from .em import FitResult, LoopState, Status, best_restart, em_step, run_from
+from . import missing
+from .em import FitResult, LoopState, Status, best_restart, em_step, run_from, update_from_stats
 from .init import initialize
 from .params import MixtureParams
 from .rows import LOCAL, Rows, weighted_mean
@@ -24,18 +25,26 @@ from .rows import LOCAL, Rows, weighted_mean
 
 def run_restart(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bound, *,
                 n_components: int, covariance_type: str, init: str, max_iter: int,
-                chunk_size: int | None, rows: Rows = LOCAL) -> LoopState:
+                chunk_size: int | None, rows: Rows = LOCAL,
+                missing_buckets: tuple[int, ...] | None = None) -> LoopState:
     """One restart on shifted rows: ``init_params`` (None: initialise with ``init`` from ``key``)
-    then EM to convergence. ``n_live`` (None: all K) counts the live leading components."""
+    then EM to convergence. ``n_live`` (None: all K) counts the live leading components.
+    ``missing_buckets``: x has NaN entries (missing values); the statistics pass is then
+    :func:`gmmjax.missing.sufficient_statistics` and the initialisation sees column-mean-filled
+    rows."""
     mask = None if n_live is None else jnp.arange(n_components) < n_live
     if init_params is None:
-        params, ok = initialize(key, x, w, n_components, covariance_type, init, reg_covar,
+        x_init = x if missing_buckets is None else missing.fill_missing(x, w, rows)
+        params, ok = initialize(key, x_init, w, n_components, covariance_type, init, reg_covar,
                                 chunk_size, rows=rows, n_live=n_live, noise=noise)
     else:
         params, ok = init_params, jnp.array(True)
     zero = jnp.zeros_like(x[0])
 
     def step(p):
+        if missing_buckets is not None:
+            stats = missing.sufficient_statistics(p, x, w, zero, chunk_size, missing_buckets)
+            return update_from_stats(rows.sum(stats), p, reg_covar, zero, mask)
         return em_step(p, x, w, reg_covar=reg_covar, chunk_size=chunk_size, shift=zero,
                        mask=mask, rows=rows)
 
@@ -71,7 +80,8 @@ def fit_restarts(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bou
     """The body of every fit program: shift rows to their weighted mean, run restarts
     ``restart_ids`` (restart i uses ``fold_in(key, i)``, so it does not depend on n_init),
     ``gather`` them (the restarts other devices ran), and keep the best."""
-    shift = weighted_mean(x, w, rows)
+    shift = (weighted_mean(x, w, rows) if static.get("missing_buckets") is None
+             else missing.observed_mean(x, w, rows))
     if init_params is not None:
         init_params = init_params.replace(means=init_params.means - shift)
         if init_params.weights.ndim == 2:

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from .covariance import get_covariance_model
 from .fit import auto_chunk_size
+from . import missing as _missing
 from .params import MixtureParams
 from .stats import chunked_map, log_resp_and_norm, weighted_log_prob
 from .validation import check_data, check_int, check_params
@@ -22,11 +23,18 @@ def _auto_chunk(params: MixtureParams, x: jax.Array, chunk_size: int | None) -> 
     return auto_chunk_size(x.shape[0], params.n_components, params.n_features)
 
 
-def _checked(params: MixtureParams, X) -> jax.Array:
+def _checked(params: MixtureParams, X, missing: str = "error") -> jax.Array:
     check_params(params)
-    x = check_data(X, min_samples=1)
+    marginalize = _missing.check_missing(missing)
+    x = (_missing.check_data_missing(X, min_samples=1, every_column=False) if marginalize
+         else check_data(X, min_samples=1))
     check_params(params, x.shape[1])
     return x.astype(jnp.result_type(x.dtype, params.means.dtype))
+
+
+def _may_be_missing(x: jax.Array, missing: str) -> bool:
+    """missing="marginalize" and x holds NaN (or is traced): the missing-value kernel is needed."""
+    return missing == "marginalize" and _missing.fit_buckets(x) is not None
 
 
 def _log_resp_norm(params: MixtureParams, x: jax.Array):
@@ -43,26 +51,39 @@ def _log_resp(params, x, chunk_size=None):
     return chunked_map(lambda xc: _log_resp_norm(params, xc)[0], x, chunk_size)
 
 
-def log_prob(params: MixtureParams, X, *, chunk_size: int | None = None) -> jax.Array:
-    """(N,) log density log Σ_k π_k N(x | μ_k, Σ_k) (sklearn's ``score_samples``)."""
-    x = _checked(params, X)
-    return _log_prob(params, x, _auto_chunk(params, x, chunk_size))
+def log_prob(params: MixtureParams, X, *, chunk_size: int | None = None,
+             missing: str = "error") -> jax.Array:
+    """(N,) log density log Σ_k π_k N(x | μ_k, Σ_k) (sklearn's ``score_samples``).
+
+    ``missing="marginalize"``: NaN entries are missing; each row's density is the marginal
+    density of its observed entries (0 for a row with none)."""
+    x = _checked(params, X, missing)
+    chunk = _auto_chunk(params, x, chunk_size)
+    if _may_be_missing(x, missing):
+        return _missing.evaluate(params, x, 1, chunk_size=chunk)
+    return _log_prob(params, x, chunk)
 
 
-def predict_log_proba(params: MixtureParams, X, *, chunk_size: int | None = None) -> jax.Array:
-    """(N, K) log responsibilities."""
-    x = _checked(params, X)
-    return _log_resp(params, x, _auto_chunk(params, x, chunk_size))
+def predict_log_proba(params: MixtureParams, X, *, chunk_size: int | None = None,
+                      missing: str = "error") -> jax.Array:
+    """(N, K) log responsibilities (``missing``: as :func:`log_prob`)."""
+    x = _checked(params, X, missing)
+    chunk = _auto_chunk(params, x, chunk_size)
+    if _may_be_missing(x, missing):
+        return _missing.evaluate(params, x, 0, chunk_size=chunk)
+    return _log_resp(params, x, chunk)
 
 
-def predict_proba(params: MixtureParams, X, *, chunk_size: int | None = None) -> jax.Array:
-    """(N, K) responsibilities p(k | x); rows sum to 1."""
-    return jnp.exp(predict_log_proba(params, X, chunk_size=chunk_size))
+def predict_proba(params: MixtureParams, X, *, chunk_size: int | None = None,
+                  missing: str = "error") -> jax.Array:
+    """(N, K) responsibilities p(k | x); rows sum to 1 (``missing``: as :func:`log_prob`)."""
+    return jnp.exp(predict_log_proba(params, X, chunk_size=chunk_size, missing=missing))
 
 
-def predict(params: MixtureParams, X, *, chunk_size: int | None = None) -> jax.Array:
-    """(N,) most probable component (ties -> lowest index)."""
-    return jnp.argmax(predict_log_proba(params, X, chunk_size=chunk_size), axis=1)
+def predict(params: MixtureParams, X, *, chunk_size: int | None = None,
+            missing: str = "error") -> jax.Array:
+    """(N,) most probable component (ties -> lowest index; ``missing``: as :func:`log_prob`)."""
+    return jnp.argmax(predict_log_proba(params, X, chunk_size=chunk_size, missing=missing), axis=1)
 
 
 @functools.partial(jax.jit, static_argnames=("n_samples",))

@@ -37,6 +37,7 @@ import numpy as np
 
 from .covariance import LOG_2PI, get_covariance_model
 from .params import MixtureParams
+from .rows import LOCAL, Rows
 from .stats import SuffStats, chunked_map, chunked_sum, log_resp_and_norm
 from .validation import check_data, is_traced
 
@@ -54,11 +55,12 @@ def check_missing(missing) -> bool:
     raise ValueError(f"missing must be one of {list(MISSING_OPTIONS)}; got {missing!r}.")
 
 
-def check_data_missing(X, name: str = "X", min_samples: int = 1) -> jax.Array:
+def check_data_missing(X, name: str = "X", min_samples: int = 1,
+                       every_column: bool = True) -> jax.Array:
     """Like :func:`gmmjax.validation.check_data`, but NaN entries are allowed (they are missing).
 
-    Infinity stays an error, and so does a column with no observed entry (nothing can be learned
-    or conditioned on for that feature)."""
+    Infinity stays an error. With ``every_column`` (fitting), so is a column with no observed
+    entry: nothing can be learned about that feature."""
     if is_traced(X):
         return check_data(X, name, min_samples)
     arr = np.asarray(X)
@@ -67,7 +69,7 @@ def check_data_missing(X, name: str = "X", min_samples: int = 1) -> jax.Array:
     x = check_data(np.where(nan, 0, arr).astype(arr.dtype) if floating else X, name, min_samples)
     if nan.any():
         empty = np.flatnonzero(nan.all(axis=0))
-        if empty.size:
+        if every_column and empty.size:
             raise ValueError(f"{name} has no observed value in column(s) {empty.tolist()} (shape "
                              f"{arr.shape}); drop those columns or fill them first.")
         x = jnp.asarray(arr, x.dtype)
@@ -97,9 +99,10 @@ def slot_buckets(n_features: int, most_missing: int | None = None) -> tuple[int,
 # ---------------------------------------------------------------------- per-row conditioning
 
 class Conditioned(NamedTuple):
-    """One chunk of C rows conditioned on each of K components (component-major).
+    """One chunk of C rows conditioned on each of K components. Rows are the minor axis so the
+    per-row work vectorises over them.
 
-    log_prob (K, C): log N(x_o | μ_k,o, Σ_k,oo); resid (K, C, D): completed residual ê (missing
+    log_prob (K, C): log N(x_o | μ_k,o, Σ_k,oo); resid (K, D, C): completed residual ê (missing
     entries at their conditional means, minus μ_k); cond: what the scatter needs of the
     conditional covariances (path-specific)."""
 
@@ -131,11 +134,12 @@ def _sweep(g: jax.Array, n_pivots: int) -> tuple[jax.Array, jax.Array]:
 
 
 def _missing_slots(miss: jax.Array, n_slots: int):
-    """Each row's missing features in Q slots, ascending: (idx (C, Q), valid (C, Q), one-hot
-    (C, Q, D) with zero rows for unused slots)."""
-    rank = jnp.cumsum(miss, axis=1) - 1
-    onehot = miss[:, None, :] & (rank[:, None, :] == jnp.arange(n_slots)[None, :, None])
-    return jnp.argmax(onehot, axis=2), jnp.any(onehot, axis=2), onehot
+    """Each row's missing features in Q slots, ascending: one-hot (Q, D, C) (zero for unused
+    slots) and the feature index of each slot (Q, C). ``miss`` is (D, C)."""
+    rank = jnp.cumsum(miss, axis=0) - 1
+    onehot = miss[None] & (rank[None] == jnp.arange(n_slots)[:, None, None])
+    idx = jnp.sum(onehot * jnp.arange(miss.shape[0])[None, :, None], axis=1)
+    return onehot, idx
 
 
 class _MatrixPath:
@@ -146,66 +150,61 @@ class _MatrixPath:
         model = get_covariance_model(params.covariance_type)
         k, d = means.shape
         u = model.per_component(params.precisions_cholesky, k)                # (K, D, D)
-        e = jnp.where(obs[None], x[None] - means[:, None], 0.0)              # (K, C, D)
+        obs_t = obs.T                                                        # (D, C)
+        e = jnp.where(obs_t[None], x.T[None] - means[:, :, None], 0.0)       # (K, D, C)
         log_det = model.log_det(params.precisions_cholesky, d)[:, None]       # (K, 1)
-        if n_slots == 0:
-            resid, half_logdet_pmm, cond = e, 0.0, None
-        else:
-            idx, valid, onehot = _missing_slots(~obs, n_slots)               # (C, Q)
-            prec = model.precisions(u)                                       # (K, D, D)
-            p_rows = prec[:, idx]                                            # (K, C, Q, D)
-            p_mm = jnp.take_along_axis(p_rows, jnp.broadcast_to(idx[None, :, None, :],
-                                                                 p_rows.shape[:-1] + (n_slots,)),
-                                       axis=-1)                              # (K, C, Q, Q)
-            both = valid[:, :, None] & valid[:, None, :]
-            p_mm = jnp.where(both[None], p_mm, jnp.eye(n_slots, dtype=x.dtype))
-            b = jnp.where(valid[None], jnp.einsum("kcqd,kcd->kcq", p_rows, e,
-                                                  precision=HIGHEST), 0.0)   # P_mo e_o
-            g = jnp.concatenate([jnp.concatenate([p_mm, b[..., None]], -1),
-                                 jnp.concatenate([b[..., None, :],
-                                                  jnp.zeros(b.shape[:-1] + (1, 1), x.dtype)],
-                                                 -1)], -2)
-            g, logdet_pmm = _sweep(jnp.moveaxis(g, (2, 3), (0, 1)), n_slots)
-            inv = -jnp.moveaxis(g[:n_slots, :n_slots], (0, 1), (2, 3))      # P_mm⁻¹ (K, C, Q, Q)
-            fill = -jnp.moveaxis(g[:n_slots, n_slots], 0, 2)                # x̂_m − μ_m (K, C, Q)
-            resid = e + jnp.einsum("cqd,kcq->kcd", onehot.astype(x.dtype), fill,
-                                   precision=HIGHEST)
+        resid, half_logdet_pmm, cond = e, 0.0, None
+        if n_slots:
+            onehot, idx = _missing_slots(~obs_t, n_slots)                    # (Q, D, C), (Q, C)
+            oh = onehot.astype(x.dtype)
+            valid = jnp.any(onehot, axis=1)                                  # (Q, C)
+            prec_t = jnp.swapaxes(model.precisions(u), 1, 2)                 # (K, D, D)
+            p_rows = prec_t[:, :, idx]                                       # (K, D, Q, C)
+            p_mm = jnp.take_along_axis(
+                p_rows, jnp.broadcast_to(idx[None, :, None], (k, n_slots, n_slots, idx.shape[1])),
+                axis=1)                                                      # (K, Q, Q, C)
+            both = valid[:, None] & valid[None, :]                           # (Q, Q, C)
+            p_mm = jnp.where(both[:, :, None], jnp.moveaxis(p_mm, 0, 2),
+                             jnp.eye(n_slots, dtype=x.dtype)[:, :, None, None])  # (Q, Q, K, C)
+            b = jnp.where(valid[:, None], jnp.moveaxis(jnp.sum(p_rows * e[:, :, None], axis=1),
+                                                       0, 1), 0.0)           # P_mo e_o (Q, K, C)
+            g = jnp.concatenate([jnp.concatenate([p_mm, b[:, None]], axis=1),
+                                 jnp.concatenate([b[None], jnp.zeros_like(b[:1, None])], axis=1)],
+                                axis=0)
+            g, logdet_pmm = _sweep(g, n_slots)
+            fill = -g[:n_slots, n_slots]                                     # x̂_m − μ_m (Q, K, C)
+            resid = e + jnp.sum(oh[:, None] * fill[:, :, None], axis=0)
             half_logdet_pmm = 0.5 * logdet_pmm
-            cond = (idx, both, inv)
-        y = jnp.einsum("kcd,kde->kce", resid, u, precision=HIGHEST)
-        maha = jnp.sum(y * y, axis=-1)
+            cond = (oh, -g[:n_slots, :n_slots])                              # P_mm⁻¹ (Q, Q, K, C)
+        y = jnp.einsum("kde,kdc->kec", u, resid, precision=HIGHEST)
+        maha = jnp.sum(y * y, axis=1)
         n_obs = jnp.sum(obs, axis=1).astype(x.dtype)
         log_prob = -0.5 * (n_obs * LOG_2PI + maha) + log_det - half_logdet_pmm
         return Conditioned(log_prob, resid, cond)
 
     @staticmethod
     def scatter(cond: Conditioned, resp: jax.Array, params: MixtureParams) -> jax.Array:
-        """(K, D, D) Σ_n r_nk (ê êᵀ + conditional covariance embedded at m×m)."""
-        wr = resp[:, :, None] * cond.resid
-        out = jnp.einsum("kcd,kce->kde", wr, cond.resid, precision=HIGHEST)
-        if cond.cond is not None:   # Σ_n r_nk P_mm⁻¹ added at the (m, m) entries: a segment sum
-            idx, both, inv = cond.cond
-            d = cond.resid.shape[-1]
-            bins = jnp.where(both, idx[:, :, None] * d + idx[:, None, :], d * d).reshape(-1)
-            vals = (resp[:, :, None, None] * inv).reshape(resp.shape[0], -1)
-            add = jax.vmap(lambda v: jax.ops.segment_sum(v, bins, d * d + 1))(vals)
-            out = out + add[:, :d * d].reshape(out.shape)
+        """(K, D, D) Σ_n r_nk (ê êᵀ + conditional covariance embedded at m×m); resp (K, C)."""
+        out = jnp.einsum("kdc,kec->kde", resp[:, None] * cond.resid, cond.resid,
+                         precision=HIGHEST)
+        if cond.cond is not None:
+            oh, inv = cond.cond
+            half = jnp.sum(inv[:, :, :, None] * oh[None, :, None], axis=1) * resp[:, None]
+            out = out + jnp.einsum("qdc,qkec->kde", oh, half, precision=HIGHEST)
         return out
 
     @staticmethod
     def draw(normals, params, cond: Conditioned, labels) -> jax.Array:
         """(C, D) completed residuals under component ``labels`` (C,) with the missing entries
         drawn from their conditional N(fill, P_mm⁻¹), from standard ``normals`` (C, D)."""
-        fill = jnp.take_along_axis(cond.resid, labels[None, :, None], axis=0)[0]
+        fill = jnp.take_along_axis(cond.resid, labels[None, None], axis=0)[0].T
         if cond.cond is None:
             return fill
-        idx, both, inv = cond.cond
-        inv = jnp.take_along_axis(inv, labels[None, :, None, None], axis=0)[0]   # (C, Q, Q)
-        z = normals[:, :inv.shape[-1]]
-        noise = jnp.einsum("cqr,cr->cq", jnp.linalg.cholesky(inv), z, precision=HIGHEST)
-        noise = jnp.where(jnp.diagonal(both, axis1=1, axis2=2), noise, 0.0)
-        onehot = jax.nn.one_hot(idx, fill.shape[-1], dtype=fill.dtype)
-        return fill + jnp.einsum("cqd,cq->cd", onehot, noise, precision=HIGHEST)
+        oh, inv = cond.cond
+        inv = jnp.take_along_axis(inv, labels[None, None, None], axis=2)[:, :, 0]   # (Q, Q, C)
+        chol = jnp.linalg.cholesky(jnp.moveaxis(inv, 2, 0))                         # (C, Q, Q)
+        noise = jnp.einsum("cqr,cr->cq", chol, normals[:, :inv.shape[0]], precision=HIGHEST)
+        return fill + jnp.einsum("qdc,cq->cd", oh, noise, precision=HIGHEST)
 
 
 class _DiagonalPath:
@@ -221,28 +220,28 @@ class _DiagonalPath:
     def condition(params: MixtureParams, x, obs, means, n_slots: int) -> Conditioned:
         k, d = means.shape
         p = _DiagonalPath._precisions(params, k, d)
-        e = jnp.where(obs[None], x[None] - means[:, None], 0.0)              # (K, C, D)
-        maha = jnp.einsum("kcd,kd->kc", e * e, p, precision=HIGHEST)
-        half_logdet = 0.5 * jnp.matmul(jnp.log(p), obs.T.astype(x.dtype), precision=HIGHEST)
-        n_obs = jnp.sum(obs, axis=1).astype(x.dtype)
+        obs_t = obs.T.astype(x.dtype)
+        e = jnp.where(obs.T[None], x.T[None] - means[:, :, None], 0.0)       # (K, D, C)
+        maha = jnp.sum(e * e * p[:, :, None], axis=1)
+        half_logdet = 0.5 * jnp.matmul(jnp.log(p), obs_t, precision=HIGHEST)
+        n_obs = jnp.sum(obs_t, axis=0)
         return Conditioned(-0.5 * (n_obs * LOG_2PI + maha) + half_logdet, e, (obs,))
 
     @staticmethod
     def scatter(cond: Conditioned, resp: jax.Array, params: MixtureParams) -> jax.Array:
         """(K, D) Σ_n r_nk (ê² + σ²_k on missing entries)."""
-        k, d = cond.resid.shape[0], cond.resid.shape[2]
+        k, d = cond.resid.shape[:2]
         (obs,) = cond.cond
         var = 1.0 / _DiagonalPath._precisions(params, k, d)
         missing_mass = jnp.matmul(resp, (~obs).astype(resp.dtype), precision=HIGHEST)
-        return jnp.einsum("kc,kcd->kd", resp, cond.resid * cond.resid,
-                          precision=HIGHEST) + missing_mass * var
+        return jnp.sum(resp[:, None] * cond.resid * cond.resid, axis=2) + missing_mass * var
 
     @staticmethod
     def draw(normals, params, cond: Conditioned, labels) -> jax.Array:
-        k, d = cond.resid.shape[0], cond.resid.shape[2]
+        k, d = cond.resid.shape[:2]
         (obs,) = cond.cond
         sd = jax.lax.rsqrt(_DiagonalPath._precisions(params, k, d))[labels]  # (C, D)
-        fill = jnp.take_along_axis(cond.resid, labels[None, :, None], axis=0)[0]
+        fill = jnp.take_along_axis(cond.resid, labels[None, None], axis=0)[0].T
         return fill + jnp.where(obs, 0.0, sd * normals)
 
 
@@ -288,7 +287,7 @@ def chunk_stats(params: MixtureParams, x: jax.Array, w: jax.Array, shift: jax.Ar
         log_resp, norm = log_resp_and_norm(cond.log_prob.T + jnp.log(params.weights))
         resp = (jnp.where(live[:, None], jnp.exp(log_resp), 0.0) * w[:, None]).T   # (K, C)
         nk = jnp.sum(resp, axis=1)
-        sx = jnp.einsum("kc,kcd->kd", resp, cond.resid, precision=HIGHEST)
+        sx = jnp.einsum("kc,kdc->kd", resp, cond.resid, precision=HIGHEST)
         scatter = model.reduce_component_scatter(path.scatter(cond, resp, params))
         return SuffStats(nk, sx, scatter, jnp.sum(jnp.where(live, norm * w, 0.0)), jnp.sum(w))
 
@@ -309,14 +308,30 @@ def sort_by_missing(x: jax.Array, *rows: jax.Array):
     return (x[order],) + tuple(r[order] for r in rows) + (order,)
 
 
-def fill_missing(x: jax.Array, w: jax.Array) -> jax.Array:
-    """NaN entries replaced by the weighted mean of their column's observed entries (used to
-    initialise a fit: k-means and friends run on these rows)."""
+def observed_mean(x: jax.Array, w: jax.Array, rows: Rows = LOCAL) -> jax.Array:
+    """(D,) weighted mean of each column's observed (non-NaN) entries (over all ``rows``)."""
     obs = ~jnp.isnan(x)
-    x0 = jnp.where(obs, x, 0.0)
-    wo = w[:, None] * obs
-    mean = jnp.sum(wo * x0, axis=0) / jnp.maximum(jnp.sum(wo, axis=0), jnp.finfo(x.dtype).tiny)
-    return jnp.where(obs, x, mean)
+    wo = jnp.where(obs, w[:, None], 0.0)
+    total = rows.sum(jnp.sum(jnp.where(obs, wo * x, 0.0), axis=0))
+    return total / jnp.maximum(rows.sum(jnp.sum(wo, axis=0)), jnp.finfo(x.dtype).tiny)
+
+
+def fill_missing(x: jax.Array, w: jax.Array, rows: Rows = LOCAL) -> jax.Array:
+    """NaN entries replaced by the weighted mean of their column's observed entries (a fit's
+    initialisation — k-means and the other methods — runs on these rows)."""
+    return jnp.where(jnp.isnan(x), observed_mean(x, w, rows), x)
+
+
+def fit_buckets(x: jax.Array) -> tuple[int, ...] | None:
+    """The slot buckets a fit of ``x`` compiles, or None when concrete ``x`` has no NaN (then
+    the fit is exactly the plain one)."""
+    most = max_missing(x)
+    return None if most == 0 else slot_buckets(x.shape[1], most)
+
+
+def informative_weight(x: jax.Array, w: jax.Array) -> jax.Array:
+    """Weights with rows that have no observed entry set to 0 (they carry no information)."""
+    return jnp.where(jnp.all(jnp.isnan(x), axis=1), 0.0, w)
 
 
 # ---------------------------------------------------------------------- evaluation
@@ -333,8 +348,8 @@ def _rows(params: MixtureParams, x: jax.Array, buckets: tuple[int, ...], draws=N
         cond = condition(params, x, shift, n_slots)
         log_resp, norm = log_resp_and_norm(cond.log_prob.T + jnp.log(params.weights))
         if draws is None:
-            completed = jnp.einsum("ck,kcd->cd", jnp.exp(log_resp), cond.resid + centres[:, None],
-                                   precision=HIGHEST)
+            completed = jnp.sum(jnp.exp(log_resp).T[:, None] * (cond.resid + centres[:, :, None]),
+                                axis=0).T
         else:
             normals, gumbels = draws
             labels = jnp.argmax(log_resp + gumbels, axis=1)
@@ -368,3 +383,17 @@ def evaluate(params: MixtureParams, x: jax.Array, part: int, *, chunk_size=None,
     part 0 log responsibilities (N, K), 1 log density (N,), 2 imputed rows (N, D)."""
     buckets = slot_buckets(x.shape[1], max_missing(x))
     return _evaluate(params, x, key, chunk_size=chunk_size, buckets=buckets, part=part)
+
+
+def impute(params: MixtureParams, X, key: jax.Array | None = None, *,
+           chunk_size: int | None = None) -> jax.Array:
+    """X (N, D) with its NaN entries filled in under the mixture ``params``; observed entries are
+    returned unchanged (bit for bit).
+
+    Without ``key``: E[x_m | x_o] = Σ_k p(k | x_o) E_k[x_m | x_o] (posterior-weighted conditional
+    means). With a PRNG ``key``: one draw per row of a component from p(k | x_o) and of x_m from
+    that component's conditional (call with several keys for multiple imputation). A row with no
+    observed entry gets the mixture mean (or a draw from the mixture). Works under jit."""
+    from .density import _auto_chunk, _checked
+    x = _checked(params, X, "marginalize")
+    return evaluate(params, x, 2, chunk_size=_auto_chunk(params, x, chunk_size), key=key)
