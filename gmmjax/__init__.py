@@ -10,6 +10,7 @@ from .covariance import COVARIANCE_TYPES, get_covariance_model
 from .density import log_prob, predict, predict_log_proba, predict_proba, sample
 from .em import FitResult, Status, e_step, em_step, m_step
 from .estimators import BayesianGaussianMixture, GaussianMixture
+from .estimators.imputer import GaussianMixtureImputer
 from .estimators.kernel_density import KernelDensity
 from .estimators.outlier_detector import GaussianMixtureOutlierDetector
 from .fit import fit
@@ -47,6 +48,7 @@ __all__ = [
     "fit_online", "fit_sgd", "from_unconstrained", "log_prior", "online_init", "online_step",
     "sgd_init", "sgd_objective", "sgd_step", "stepwise_schedule", "to_unconstrained", "weak_prior",
     # estimators
-    "BayesianGaussianMixture", "GaussianMixture", "GaussianMixtureOutlierDetector",
+    "BayesianGaussianMixture", "GaussianMixture", "GaussianMixtureImputer",
+    "GaussianMixtureOutlierDetector",
     "KernelDensity",
 ]

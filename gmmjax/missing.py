@@ -372,15 +372,17 @@ def _evaluate(params, x, key, *, chunk_size, buckets, part):
 
     def fn(rc):
         draws = None if key is None else (rc[:, d:2 * d], rc[:, 2 * d:])
-        return _rows(params, rc[:, :d], buckets, draws)[part]
+        out = _rows(params, rc[:, :d], buckets, draws)
+        return tuple(out[p] for p in part) if isinstance(part, tuple) else out[part]
 
     out = chunked_map(fn, rows, chunk_size)
-    return jnp.zeros_like(out).at[order].set(out)
+    return jax.tree_util.tree_map(lambda a: jnp.zeros_like(a).at[order].set(a), out)
 
 
 def evaluate(params: MixtureParams, x: jax.Array, part: int, *, chunk_size=None, key=None):
     """Per-row results for validated ``x`` with NaN entries (missing), in its original order:
-    part 0 log responsibilities (N, K), 1 log density (N,), 2 imputed rows (N, D)."""
+    part 0 log responsibilities (N, K), 1 log density (N,), 2 imputed rows (N, D); a tuple of
+    parts gives a tuple."""
     buckets = slot_buckets(x.shape[1], max_missing(x))
     return _evaluate(params, x, key, chunk_size=chunk_size, buckets=buckets, part=part)
 

@@ -24,7 +24,7 @@ def _builder():
 
 
 def test_all_five_notebooks_exist():
-    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05"]
+    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
 
 
 def test_committed_notebooks_match_the_build_script():
