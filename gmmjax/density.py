@@ -51,27 +51,29 @@ def _log_resp(params, x, chunk_size=None):
     return chunked_map(lambda xc: _log_resp_norm(params, xc)[0], x, chunk_size)
 
 
+def _per_row(params: MixtureParams, X, chunk_size, missing: str, part: int, plain):
+    """Validate, pick the chunk size, and run ``plain(params, x, chunk)`` or, for data with
+    missing values, part ``part`` of :func:`gmmjax.missing.evaluate`."""
+    x = _checked(params, X, missing)
+    chunk = _auto_chunk(params, x, chunk_size)
+    if _may_be_missing(x, missing):
+        return _missing.evaluate(params, x, part, chunk_size=chunk)
+    return plain(params, x, chunk)
+
+
 def log_prob(params: MixtureParams, X, *, chunk_size: int | None = None,
              missing: str = "error") -> jax.Array:
     """(N,) log density log Σ_k π_k N(x | μ_k, Σ_k) (sklearn's ``score_samples``).
 
     ``missing="marginalize"``: NaN entries are missing; each row's density is the marginal
     density of its observed entries (0 for a row with none)."""
-    x = _checked(params, X, missing)
-    chunk = _auto_chunk(params, x, chunk_size)
-    if _may_be_missing(x, missing):
-        return _missing.evaluate(params, x, 1, chunk_size=chunk)
-    return _log_prob(params, x, chunk)
+    return _per_row(params, X, chunk_size, missing, 1, _log_prob)
 
 
 def predict_log_proba(params: MixtureParams, X, *, chunk_size: int | None = None,
                       missing: str = "error") -> jax.Array:
     """(N, K) log responsibilities (``missing``: as :func:`log_prob`)."""
-    x = _checked(params, X, missing)
-    chunk = _auto_chunk(params, x, chunk_size)
-    if _may_be_missing(x, missing):
-        return _missing.evaluate(params, x, 0, chunk_size=chunk)
-    return _log_resp(params, x, chunk)
+    return _per_row(params, X, chunk_size, missing, 0, _log_resp)
 
 
 def predict_proba(params: MixtureParams, X, *, chunk_size: int | None = None,

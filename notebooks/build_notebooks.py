@@ -488,7 +488,7 @@ d, k, n = 6, 3, 3000
 centres = rng.normal(scale=3.0, size=(k, d))
 mixing = [rng.normal(size=(d, d)) * 0.6 for _ in range(k)]
 labels = rng.integers(0, k, n)
-full = np.stack([centres[c] + rng.normal(size=d) @ mixing[c] for c in labels])
+full = np.stack([centres[c] + rng.normal(size=d) @ mixing[c] for c in labels]).astype(np.float32)
 holes = full.copy()
 mask = rng.random(full.shape) < 0.25
 holes[mask] = np.nan
@@ -513,9 +513,13 @@ from sklearn.impute import IterativeImputer, SimpleImputer
 def rmse(x):
     return float(np.sqrt(np.mean((x[mask] - full[mask]) ** 2)))
 
+import warnings
+with warnings.catch_warnings():   # IterativeImputer: "early stopping criterion not reached"
+    warnings.simplefilter("ignore")
+    iterative = IterativeImputer(max_iter=20, random_state=0).fit_transform(holes)
 scores = {
     "column means": rmse(SimpleImputer().fit_transform(holes)),
-    "IterativeImputer": rmse(IterativeImputer(max_iter=20, random_state=0).fit_transform(holes)),
+    "IterativeImputer": rmse(iterative),
     "GaussianMixtureImputer": rmse(gj.GaussianMixtureImputer(k, random_state=0)
                                    .fit_transform(holes)),
 }

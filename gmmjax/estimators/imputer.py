@@ -3,14 +3,13 @@ mixture fitted to the observed entries (EM that marginalises the missing ones)."
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..covariance import COVARIANCE_TYPES
+from ._base import BaseMixtureEstimator
 from .gaussian_mixture import GaussianMixture
 
 __all__ = ["GaussianMixtureImputer"]
@@ -28,20 +27,16 @@ class GaussianMixtureImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimat
 
     Parameters: ``n_components``, ``covariance_type``, ``tol``, ``reg_covar``, ``max_iter``,
     ``n_init``, ``init_params``, ``random_state``, ``chunk_size`` as in
-    :class:`gmmjax.GaussianMixture`; ``sample_posterior`` (bool).
+    :class:`gmmjax.GaussianMixture`; ``sample_posterior`` (bool). Attributes: ``mixture_``,
+    ``n_iter_`` (EM iterations), ``n_features_in_``, ``feature_names_in_``.
     """
 
     _parameter_constraints: dict = {
-        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
+        **{name: BaseMixtureEstimator._parameter_constraints[name] for name in (
+            "n_components", "tol", "reg_covar", "max_iter", "n_init", "init_params",
+            "random_state", "chunk_size")},
         "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
-        "tol": [Interval(numbers.Real, 0.0, None, closed="left")],
-        "reg_covar": [Interval(numbers.Real, 0.0, None, closed="left")],
-        "max_iter": [Interval(numbers.Integral, 0, None, closed="left")],
-        "n_init": [Interval(numbers.Integral, 1, None, closed="left")],
-        "init_params": [StrOptions({"kmeans", "random", "random_from_data", "k-means++"})],
         "sample_posterior": ["boolean"],
-        "random_state": ["random_state"],
-        "chunk_size": [None, Interval(numbers.Integral, 1, None, closed="left")],
     }
 
     def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
@@ -68,6 +63,7 @@ class GaussianMixtureImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimat
             reg_covar=self.reg_covar, max_iter=self.max_iter, n_init=self.n_init,
             init_params=self.init_params, random_state=self.random_state,
             chunk_size=self.chunk_size, missing="marginalize").fit(X, sample_weight=sample_weight)
+        self.n_iter_ = self.mixture_.n_iter_
         return self
 
     def transform(self, X):
