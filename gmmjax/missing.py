@@ -173,9 +173,11 @@ class _MatrixPath:
                                 axis=0)
             g, logdet_pmm = _sweep(g, n_slots)
             fill = -g[:n_slots, n_slots]                                     # x̂_m − μ_m (Q, K, C)
-            resid = e + jnp.sum(oh[:, None] * fill[:, :, None], axis=0)
+            resid = e
+            for q in range(n_slots):   # unrolled: XLA:CPU reduces a small leading axis slowly
+                resid = resid + oh[q][None] * fill[q][:, None]
             half_logdet_pmm = 0.5 * logdet_pmm
-            cond = (oh, -g[:n_slots, :n_slots])                              # P_mm⁻¹ (Q, Q, K, C)
+            cond = (idx, both, -g[:n_slots, :n_slots])                       # P_mm⁻¹ (Q, Q, K, C)
         y = jnp.einsum("kde,kdc->kec", u, resid, precision=HIGHEST)
         maha = jnp.sum(y * y, axis=1)
         n_obs = jnp.sum(obs, axis=1).astype(x.dtype)
@@ -187,10 +189,13 @@ class _MatrixPath:
         """(K, D, D) Σ_n r_nk (ê êᵀ + conditional covariance embedded at m×m); resp (K, C)."""
         out = jnp.einsum("kdc,kec->kde", resp[:, None] * cond.resid, cond.resid,
                          precision=HIGHEST)
-        if cond.cond is not None:
-            oh, inv = cond.cond
-            half = jnp.sum(inv[:, :, :, None] * oh[None, :, None], axis=1) * resp[:, None]
-            out = out + jnp.einsum("qdc,qkec->kde", oh, half, precision=HIGHEST)
+        if cond.cond is not None:   # Σ_n r_nk P_mm⁻¹ added at the (m, m) entries: a segment sum
+            idx, both, inv = cond.cond
+            k, d = out.shape[:2]
+            bins = jnp.where(both, idx[:, None] * d + idx[None, :], d * d).reshape(-1)
+            vals = jnp.moveaxis(inv * resp, 2, 3).reshape(-1, k)             # (Q·Q·C, K)
+            add = jax.ops.segment_sum(vals, bins, d * d + 1)[:d * d]
+            out = out + add.T.reshape(k, d, d)
         return out
 
     @staticmethod
@@ -200,11 +205,13 @@ class _MatrixPath:
         fill = jnp.take_along_axis(cond.resid, labels[None, None], axis=0)[0].T
         if cond.cond is None:
             return fill
-        oh, inv = cond.cond
+        idx, both, inv = cond.cond
         inv = jnp.take_along_axis(inv, labels[None, None, None], axis=2)[:, :, 0]   # (Q, Q, C)
         chol = jnp.linalg.cholesky(jnp.moveaxis(inv, 2, 0))                         # (C, Q, Q)
         noise = jnp.einsum("cqr,cr->cq", chol, normals[:, :inv.shape[0]], precision=HIGHEST)
-        return fill + jnp.einsum("qdc,cq->cd", oh, noise, precision=HIGHEST)
+        valid = jnp.diagonal(both, axis1=0, axis2=1)                                # (C, Q)
+        onehot = jax.nn.one_hot(idx.T, fill.shape[-1], dtype=fill.dtype) * valid[..., None]
+        return fill + jnp.einsum("cqd,cq->cd", onehot, noise, precision=HIGHEST)
 
 
 class _DiagonalPath:
