@@ -164,20 +164,19 @@ class _MatrixPath:
                 p_rows, jnp.broadcast_to(idx[None, :, None], (k, n_slots, n_slots, idx.shape[1])),
                 axis=1)                                                      # (K, Q, Q, C)
             both = valid[:, None] & valid[None, :]                           # (Q, Q, C)
-            p_mm = jnp.where(both[:, :, None], jnp.moveaxis(p_mm, 0, 2),
-                             jnp.eye(n_slots, dtype=x.dtype)[:, :, None, None])  # (Q, Q, K, C)
-            b = jnp.where(valid[:, None], jnp.moveaxis(jnp.sum(p_rows * e[:, :, None], axis=1),
-                                                       0, 1), 0.0)           # P_mo e_o (Q, K, C)
-            g = jnp.concatenate([jnp.concatenate([p_mm, b[:, None]], axis=1),
-                                 jnp.concatenate([b[None], jnp.zeros_like(b[:1, None])], axis=1)],
-                                axis=0)
-            g, logdet_pmm = _sweep(g, n_slots)
-            fill = -g[:n_slots, n_slots]                                     # x̂_m − μ_m (Q, K, C)
+            p_mm = jnp.where(both, p_mm, jnp.eye(n_slots, dtype=x.dtype)[:, :, None])  # (K, Q, Q, C)
+            b = jnp.where(valid, jnp.sum(p_rows * e[:, :, None], axis=1), 0.0)  # P_mo e_o (K, Q, C)
+            g = jnp.concatenate([jnp.concatenate([p_mm, b[:, :, None]], axis=2),
+                                 jnp.concatenate([b[:, None], jnp.zeros_like(b[:, None, :1])],
+                                                 axis=2)], axis=1)           # (K, Q+1, Q+1, C)
+            # One component at a time: its (Q+1, Q+1, C) block stays in cache for the Q passes.
+            g, logdet_pmm = jax.lax.map(lambda gk: _sweep(gk, n_slots), g)
+            fill = -g[:, :n_slots, n_slots]                                  # x̂_m − μ_m (K, Q, C)
             resid = e
             for q in range(n_slots):   # unrolled: XLA:CPU reduces a small leading axis slowly
-                resid = resid + oh[q][None] * fill[q][:, None]
+                resid = resid + oh[q][None] * fill[:, q][:, None]
             half_logdet_pmm = 0.5 * logdet_pmm
-            cond = (idx, both, -g[:n_slots, :n_slots])                       # P_mm⁻¹ (Q, Q, K, C)
+            cond = (idx, both, -g[:, :n_slots, :n_slots])                    # P_mm⁻¹ (K, Q, Q, C)
         y = jnp.einsum("kde,kdc->kec", u, resid, precision=HIGHEST)
         maha = jnp.sum(y * y, axis=1)
         n_obs = jnp.sum(obs, axis=1).astype(x.dtype)
@@ -193,7 +192,7 @@ class _MatrixPath:
             idx, both, inv = cond.cond
             k, d = out.shape[:2]
             bins = jnp.where(both, idx[:, None] * d + idx[None, :], d * d).reshape(-1)
-            vals = jnp.moveaxis(inv * resp, 2, 3).reshape(-1, k)             # (Q·Q·C, K)
+            vals = (inv * resp[:, None, None]).reshape(k, -1).T             # (Q·Q·C, K)
             add = jax.ops.segment_sum(vals, bins, d * d + 1)[:d * d]
             out = out + add.T.reshape(k, d, d)
         return out
@@ -206,7 +205,7 @@ class _MatrixPath:
         if cond.cond is None:
             return fill
         idx, both, inv = cond.cond
-        inv = jnp.take_along_axis(inv, labels[None, None, None], axis=2)[:, :, 0]   # (Q, Q, C)
+        inv = jnp.take_along_axis(inv, labels[None, None, None], axis=0)[0]         # (Q, Q, C)
         chol = jnp.linalg.cholesky(jnp.moveaxis(inv, 2, 0))                         # (C, Q, Q)
         noise = jnp.einsum("cqr,cr->cq", chol, normals[:, :inv.shape[0]], precision=HIGHEST)
         valid = jnp.diagonal(both, axis1=0, axis2=1)                                # (C, Q)
