@@ -19,7 +19,8 @@ from .harness import Case, Progress, Settings, run_case
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = PACKAGE_DIR / "results"
-EXPECTED_PLUGINS = ("cases_core", "cases_bayesian", "cases_selection", "cases_streaming")
+EXPECTED_PLUGINS = ("cases_core", "cases_bayesian", "cases_selection", "cases_streaming",
+                    "cases_missing")
 
 
 # ----------------------------------------------------------------------------- plugins

@@ -23,6 +23,7 @@ _LAZY = {
     "outliers": ["contamination_threshold", "fit_outlier_detector", "inlier_labels",
                  "outlier_mask"],
     "kde": ["kde_bandwidth", "kde_log_prob", "kde_sample"],
+    "missing": ["impute"],
     "many": ["fit_many", "pad_datasets"],
     "streaming": ["array_chunks", "fit_stream"],
     "online": ["OnlineResult", "OnlineState", "fit_online", "online_init", "online_step",
@@ -31,6 +32,7 @@ _LAZY = {
             "sgd_objective", "sgd_step", "weak_prior"],
     "unconstrained": ["UnconstrainedParams", "from_unconstrained", "to_unconstrained"],
     "estimators": ["BayesianGaussianMixture", "GaussianMixture"],
+    "estimators.imputer": ["GaussianMixtureImputer"],
     "estimators.kernel_density": ["KernelDensity"],
     "estimators.outlier_detector": ["GaussianMixtureOutlierDetector"],
 }
@@ -60,7 +62,7 @@ __all__ = [
     "COVARIANCE_TYPES", "INIT_METHODS", "FitResult", "MixtureParams", "Status", "aic", "bic",
     "e_step", "em_step", "fit", "from_covariances", "from_precisions", "from_precisions_cholesky",
     "get_covariance_model", "initialize", "kmeans", "kmeans_plusplus", "log_prob", "m_step",
-    "n_parameters", "predict", "predict_log_proba", "predict_proba", "sample",
+    "n_parameters", "predict", "predict_log_proba", "predict_proba", "sample", "impute",
     # variational
     "BayesianFitResult", "BayesianParams", "BayesianPriors", "fit_bayesian",
     # workflows
@@ -73,6 +75,7 @@ __all__ = [
     "fit_online", "fit_sgd", "from_unconstrained", "log_prior", "online_init", "online_step",
     "sgd_init", "sgd_objective", "sgd_step", "stepwise_schedule", "to_unconstrained", "weak_prior",
     # estimators
-    "BayesianGaussianMixture", "GaussianMixture", "GaussianMixtureOutlierDetector",
+    "BayesianGaussianMixture", "GaussianMixture", "GaussianMixtureImputer",
+    "GaussianMixtureOutlierDetector",
     "KernelDensity",
 ]

@@ -34,9 +34,10 @@ class CliError(Exception):
 
 # ----------------------------------------------------------------------------- input / output
 
-def load_data(path: str, header: bool | None = None) -> np.ndarray:
+def load_data(path: str, header: bool | None = None, missing: bool = False) -> np.ndarray:
     """(n_samples, n_features) float64 array from a .npy or .csv file (1-D -> one feature);
-    ``header`` as :func:`_load_csv`."""
+    ``header`` as :func:`_load_csv`; ``missing``: NaN entries (and, in a CSV, empty/nan/NA
+    cells) are missing values instead of an error."""
     p = Path(path)
     if not p.exists():
         raise CliError(f"data file not found: {path}")
@@ -54,7 +55,7 @@ def load_data(path: str, header: bool | None = None) -> np.ndarray:
                 or np.iscomplexobj(arr):
             raise CliError(f"{path}: expected a real numeric array; got dtype {arr.dtype}")
     elif suffix in (".csv", ".txt"):
-        arr = _load_csv(p, header)
+        arr = _load_csv(p, header, missing)
     else:
         raise CliError(f"{path}: unsupported file type {suffix or '(none)'!r}; give a .npy or "
                        ".csv file")
@@ -66,7 +67,7 @@ def load_data(path: str, header: bool | None = None) -> np.ndarray:
                        f"{arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise CliError(f"{path}: no data (shape {arr.shape})")
-    bad = ~np.isfinite(arr)
+    bad = ~np.isfinite(arr) & ~(missing & np.isnan(arr))
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise CliError(f"{path}: {int(bad.sum())} missing or non-finite value(s), first at row "
@@ -74,10 +75,14 @@ def load_data(path: str, header: bool | None = None) -> np.ndarray:
     return arr
 
 
-def _load_csv(p: Path, header: bool | None = None) -> np.ndarray:
+MISSING_CELLS = ("", "nan", "na")   # with --missing marginalize (case-insensitive)
+
+
+def _load_csv(p: Path, header: bool | None = None, missing: bool = False) -> np.ndarray:
     """Rows of a comma-separated file. ``header``: True skips line 1, False reads it as data,
     None (auto) skips it only when none of its cells is a number (a numeric header such as
-    ``2020,2021`` needs ``--header``). A UTF-8 byte-order mark is ignored."""
+    ``2020,2021`` needs ``--header``). A UTF-8 byte-order mark is ignored. ``missing``: cells
+    in MISSING_CELLS read as NaN."""
     try:
         text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
@@ -92,6 +97,8 @@ def _load_csv(p: Path, header: bool | None = None) -> np.ndarray:
     rows, width = [], None
     for lineno, line in lines:
         cells = [c.strip() for c in line.split(",")]
+        if missing:
+            cells = ["nan" if c.lower() in MISSING_CELLS else c for c in cells]
         try:
             values = [float(c) for c in cells]
         except ValueError:
@@ -140,9 +147,9 @@ def centred(X: np.ndarray, dtype, name: str, shift=None) -> tuple[np.ndarray, np
     centred in float64 BEFORE they are narrowed, so an offset (e.g. 1e8, where float32 steps are
     8) cannot round them away. Refuses data whose spread ``dtype`` cannot square without
     overflow."""
-    shift = X.mean(axis=0) if shift is None else shift
+    shift = np.nanmean(X, axis=0) if shift is None else shift   # NaN: missing values
     xc = X - shift
-    spread = float(np.max(np.abs(xc)))
+    spread = float(np.nanmax(np.abs(xc)))
     limit = float(np.sqrt(np.finfo(dtype).max)) / 1e2
     if spread > limit:
         hint = "pass --float64 or rescale" if dtype == np.float32 else "rescale"
@@ -289,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--float64", action="store_true",
                    help="compute in float64 (default float32, the fast path)")
     f.add_argument("--out", "-o", metavar="MODEL.npz", help="write the best model here")
+    f.add_argument("--missing", default="error", choices=("error", "marginalize"),
+                   help="marginalize: NaN, NA or an empty cell is a missing value (EM uses each "
+                   "row's observed entries); default: an error")
     f.add_argument("--quiet", "-q", action="store_true", help="no progress output")
 
     s = sub.add_parser("score", help="log-likelihood of data under a model",
@@ -300,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print every sample's log density (one per line)")
     s.add_argument("--out", "-o", metavar="FILE", help="write per-sample log densities (.npy/.csv)")
     s.add_argument("--float64", action="store_true", help="compute in float64")
+    s.add_argument("--missing", default="error", choices=("error", "marginalize"),
+                   help="marginalize: NaN, NA or an empty cell is a missing value (EM uses each "
+                   "row's observed entries); default: an error")
 
     o = sub.add_parser("outliers", help="flag the lowest-density rows of DATA",
                        description="Rows of DATA whose log density under MODEL is below the "
@@ -380,7 +393,8 @@ def cmd_fit(args) -> int:
     from .init import INIT_METHODS
     if args.init not in INIT_METHODS:
         raise CliError(f"--init {args.init}: choose from {', '.join(INIT_METHODS)}")
-    X = load_data(args.data, args.header)
+    marginalize = args.missing == "marginalize"
+    X = load_data(args.data, args.header, marginalize)
     n, d = X.shape
     if n < max(ks):
         raise CliError(f"{args.data} has {n} rows: too few for K={max(ks)} components (need at "
@@ -403,10 +417,11 @@ def cmd_fit(args) -> int:
     with _dtype_scope(args.float64):
         key = jax.random.key(args.seed)
         for ct in types:
+            sweep = _select_with_missing if marginalize else select_model
             try:
-                res = select_model(key, x, ks, (ct,), args.criterion, n_init=args.n_init,
-                                   init=args.init, max_iter=args.max_iter, tol=args.tol,
-                                   reg_covar=args.reg_covar, return_estimator=False)
+                res = sweep(key, x, ks, (ct,), args.criterion, n_init=args.n_init,
+                            init=args.init, max_iter=args.max_iter, tol=args.tol,
+                            reg_covar=args.reg_covar, return_estimator=False)
             except RuntimeError as e:   # every fit of this type failed
                 progress.step(f"{ct}: failed")
                 results.append((ct, None, str(e)))
@@ -431,6 +446,33 @@ def cmd_fit(args) -> int:
     return 0
 
 
+def _select_with_missing(key, x, ks, types, criterion, *, return_estimator, **options):
+    """The K sweep of ``select_model`` for data with NaN entries (which select_model does not
+    take yet): one ``gmmjax.fit(missing="marginalize")`` per K; criteria from the observed-data
+    log-likelihood, with the same fields as a SelectionResult."""
+    import math
+    from types import SimpleNamespace
+    from .fit import fit
+    from .em import Status
+    from .selection import n_parameters
+    (ct,) = types
+    fits = [fit(key, x, k, covariance_type=ct, missing="marginalize", **options) for k in ks]
+    ok = [int(f.status) not in (Status.ILL_DEFINED_COVARIANCE, Status.NONFINITE) for f in fits]
+    if not any(ok):
+        raise RuntimeError("every fit failed (ill-defined covariances)")
+    n = x.shape[0]
+    loglik = np.array([[float(f.lower_bound) * n for f in fits]])
+    n_par = np.array([[n_parameters(f.params) for f in fits]])
+    bic = np.where(ok, -2 * loglik + n_par * math.log(n), np.inf)
+    aic = np.where(ok, -2 * loglik + 2 * n_par, np.inf)
+    best = int(np.argmin(bic if criterion == "bic" else aic))
+    return SimpleNamespace(bic=bic, aic=aic, log_likelihood=loglik, n_parameters=n_par,
+                           n_iter=np.array([[int(f.n_iter) for f in fits]]),
+                           converged=np.array([[bool(f.converged) for f in fits]]),
+                           n_components=tuple(ks), best_n_components=ks[best],
+                           params=fits[best].params)
+
+
 def _ks_text(ks):
     if len(ks) > 2 and ks == list(range(ks[0], ks[-1] + 1)):
         return f"{ks[0]}..{ks[-1]}"
@@ -453,7 +495,7 @@ def _print_table(results, ks, crit, best_ct, best_k):
                   f"{int(r.n_iter[0, j]):>5} {'yes' if r.converged[0, j] else 'no':>5}{mark}")
 
 
-def _scores(params, X, float64: bool) -> np.ndarray:
+def _scores(params, X, float64: bool, missing: str = "error") -> np.ndarray:
     if X.shape[1] != params.means.shape[1]:
         raise CliError(f"DATA has {X.shape[1]} column(s) but the model was fitted on "
                        f"{params.means.shape[1]} feature(s)")
@@ -465,14 +507,14 @@ def _scores(params, X, float64: bool) -> np.ndarray:
         cast = type(params)(*(np.asarray(a, dtype) for a in
                               (params.weights, means - centre, params.covariances,
                                params.precisions_cholesky)), params.covariance_type)
-        return np.asarray(log_prob(cast, x), np.float64)
+        return np.asarray(log_prob(cast, x, missing=missing), np.float64)
 
 
 def cmd_score(args) -> int:
     check_array_out(args.out)
     params = load_model(args.model)
-    X = load_data(args.data, args.header)
-    scores = _scores(params, X, args.float64)
+    X = load_data(args.data, args.header, args.missing == "marginalize")
+    scores = _scores(params, X, args.float64, args.missing)
     print(f"samples: {len(scores)}")
     print(f"mean log-likelihood: {np.mean(scores):.8g}")
     print(f"total log-likelihood: {np.sum(scores):.8g}")

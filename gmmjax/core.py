@@ -16,7 +16,9 @@ import jax
 import jax.numpy as jnp
 
 from .covariance import get_covariance_model
-from .em import FitResult, LoopState, Status, best_restart, em_step, restart_score, run_from
+from . import missing
+from .em import (FitResult, LoopState, Status, best_restart, em_step, restart_score, run_from,
+                 update_from_stats)
 from .init import initialize
 from .params import MixtureParams
 from .validation import input_status, unit_mean_weights
@@ -25,20 +27,27 @@ from .rows import LOCAL, Rows, weighted_mean
 
 def run_restart(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bound, *,
                 n_components: int, covariance_type: str, init: str, max_iter,
-                chunk_size: int | None, rows: Rows = LOCAL,
-                capacity: int | None = None) -> LoopState:
+                chunk_size: int | None, rows: Rows = LOCAL, capacity: int | None = None,
+                missing_buckets: tuple[int, ...] | None = None) -> LoopState:
     """One restart on shifted rows: ``init_params`` (None: initialise with ``init`` from ``key``)
     then EM to convergence. ``n_live`` (None: all K) counts the live leading components;
-    ``max_iter`` may be traced when ``capacity`` (the bound history's length) is given."""
+    ``max_iter`` may be traced when ``capacity`` (the bound history's length) is given.
+    ``missing_buckets``: x has NaN entries (missing values); the statistics pass is then
+    :func:`gmmjax.missing.sufficient_statistics` and the initialisation sees column-mean-filled
+    rows."""
     mask = None if n_live is None else jnp.arange(n_components) < n_live
     if init_params is None:
-        params, ok = initialize(key, x, w, n_components, covariance_type, init, reg_covar,
+        x_init = x if missing_buckets is None else missing.fill_missing(x, w, rows)
+        params, ok = initialize(key, x_init, w, n_components, covariance_type, init, reg_covar,
                                 chunk_size, rows=rows, n_live=n_live, noise=noise)
     else:
         params, ok = init_params, jnp.array(True)
     zero = jnp.zeros_like(x[0])
 
     def step(p):
+        if missing_buckets is not None:
+            stats = missing.sufficient_statistics(p, x, w, zero, chunk_size, missing_buckets)
+            return update_from_stats(rows.sum(stats), p, reg_covar, zero, mask)
         return em_step(p, x, w, reg_covar=reg_covar, chunk_size=chunk_size, shift=zero,
                        mask=mask, rows=rows)
 
@@ -75,7 +84,8 @@ def fit_restarts(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bou
     ``restart_ids`` (restart i uses ``fold_in(key, i)``, so it does not depend on n_init),
     ``gather`` them (the restarts other devices ran), and keep the best."""
     w = unit_mean_weights(w, rows)     # only the weights' ratios matter
-    shift = weighted_mean(x, w, rows)
+    marginalize = static.get("missing_buckets") is not None
+    shift = missing.observed_mean(x, w, rows) if marginalize else weighted_mean(x, w, rows)
     if init_params is not None:
         init_params = init_params.replace(means=init_params.means - shift)
         if init_params.weights.ndim == 2:
@@ -83,7 +93,8 @@ def fit_restarts(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bou
     keys = jax.vmap(jax.random.fold_in, (None, 0))(key, restart_ids)
     loops = run_restarts(keys, x - shift, w, init_params, noise, n_live, tol, reg_covar,
                          prev_bound, rows=rows, **static)
-    return input_status(pick_best(gather(loops), shift), x, w, rows)
+    checked = jnp.where(jnp.isnan(x), 0.0, x) if marginalize else x    # NaN: missing, not bad
+    return input_status(pick_best(gather(loops), shift), checked, w, rows)
 
 
 def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bound, n_init,

@@ -86,6 +86,11 @@ class CovarianceModel:
         """
         raise NotImplementedError
 
+    def reduce_component_scatter(self, scatter: jax.Array) -> jax.Array:
+        """A per-component scatter ((K, D, D) for matrix types, (K, D) for diagonal ones) reduced
+        like :meth:`scatter` (used where rows differ per component, e.g. completed missing values)."""
+        return scatter
+
     def outer(self, a: jax.Array, coef: jax.Array) -> jax.Array:
         """Σ-shaped coef_k a_k a_kᵀ for a (K, D), reduced like :meth:`scatter`."""
         raise NotImplementedError
@@ -246,6 +251,9 @@ class Tied(Full):
         a = _root_weighted_centred(x, resp, centers)
         return jnp.einsum("kmn,kon->mo", a, a, precision=HIGHEST)
 
+    def reduce_component_scatter(self, scatter):
+        return jnp.sum(scatter, axis=0)
+
     def outer(self, a, coef):
         return jnp.einsum("k,kd,ke->de", coef, a, a, precision=HIGHEST)
 
@@ -346,6 +354,9 @@ class Spherical(Diag):
 
     def scatter(self, x, resp, centers):
         return jnp.mean(super().scatter(x, resp, centers), axis=-1)
+
+    def reduce_component_scatter(self, scatter):
+        return jnp.mean(scatter, axis=-1)
 
     def outer(self, a, coef):
         return coef * jnp.mean(a * a, axis=-1)

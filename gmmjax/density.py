@@ -18,6 +18,7 @@ import numpy as np
 from .compile_cache import cached_jit
 from .covariance import get_covariance_model
 from .fit import auto_chunk_size
+from . import missing as _missing
 from .params import MixtureParams
 from .stats import chunked_map, log_resp_and_norm, weighted_log_prob
 from .validation import check_data, check_int, check_param_values, check_params
@@ -96,18 +97,27 @@ def _auto_chunk(params: MixtureParams, x: jax.Array, chunk_size: int | None) -> 
     return auto_chunk_size(x.shape[0], params.n_components, params.n_features)
 
 
-def _checked(params: MixtureParams, X) -> jax.Array:
+def _checked(params: MixtureParams, X, missing: str = "error") -> jax.Array:
     check_params(params)
-    x = check_data(X, min_samples=1)
+    marginalize = _missing.check_missing(missing)
+    x = (_missing.check_data_missing(X, min_samples=1, every_column=False) if marginalize
+         else check_data(X, min_samples=1))
     check_params(params, x.shape[1])
     return x.astype(jnp.result_type(x.dtype, params.means.dtype))
 
 
-def _evaluated(params: MixtureParams, X, chunk_size: int | None):
+def _may_be_missing(x: jax.Array, missing: str) -> bool:
+    """missing="marginalize" and x holds NaN (or is traced): the missing-value kernel is needed."""
+    return missing == "marginalize" and _missing.fit_buckets(x) is not None
+
+
+def _evaluated(params: MixtureParams, X, chunk_size: int | None, missing: str = "error"):
     """(log_resp, log density, traced). Concrete input: NumPy arrays of the real rows (the
     host slices and transforms them: no eager XLA op, so no compile per N); traced: jax."""
-    x = _checked(params, X)
+    x = _checked(params, X, missing)
     chunk = _auto_chunk(params, x, chunk_size)
+    if _may_be_missing(x, missing):
+        return (*_missing.evaluate(params, x, (0, 1), chunk_size=chunk), True)
     if _traced(params, x):
         return (*evaluate(params, x, chunk), True)
     n = x.shape[0]
@@ -120,27 +130,34 @@ def _out(a: np.ndarray, traced: bool) -> jax.Array:
         a.astype(jax.dtypes.canonicalize_dtype(a.dtype), copy=False))
 
 
-def log_prob(params: MixtureParams, X, *, chunk_size: int | None = None) -> jax.Array:
-    """(N,) log density log Σ_k π_k N(x | μ_k, Σ_k) (sklearn's ``score_samples``)."""
-    _, norm, traced = _evaluated(params, X, chunk_size)
+def log_prob(params: MixtureParams, X, *, chunk_size: int | None = None,
+             missing: str = "error") -> jax.Array:
+    """(N,) log density of each row (scikit-learn's ``score_samples``).
+
+    ``missing="marginalize"``: NaN entries are missing; each row's density is the marginal
+    density of its observed entries (0 for a row with none)."""
+    _, norm, traced = _evaluated(params, X, chunk_size, missing)
     return _out(norm, traced)
 
 
-def predict_log_proba(params: MixtureParams, X, *, chunk_size: int | None = None) -> jax.Array:
-    """(N, K) log responsibilities."""
-    log_resp, _, traced = _evaluated(params, X, chunk_size)
+def predict_log_proba(params: MixtureParams, X, *, chunk_size: int | None = None,
+                      missing: str = "error") -> jax.Array:
+    """(N, K) log responsibilities (``missing`` as in :func:`log_prob`)."""
+    log_resp, _, traced = _evaluated(params, X, chunk_size, missing)
     return _out(log_resp, traced)
 
 
-def predict_proba(params: MixtureParams, X, *, chunk_size: int | None = None) -> jax.Array:
-    """(N, K) responsibilities p(k | x); rows sum to 1."""
-    log_resp, _, traced = _evaluated(params, X, chunk_size)
+def predict_proba(params: MixtureParams, X, *, chunk_size: int | None = None,
+                  missing: str = "error") -> jax.Array:
+    """(N, K) responsibilities (``missing`` as in :func:`log_prob`)."""
+    log_resp, _, traced = _evaluated(params, X, chunk_size, missing)
     return jnp.exp(log_resp) if traced else _out(np.exp(log_resp), traced)
 
 
-def predict(params: MixtureParams, X, *, chunk_size: int | None = None) -> jax.Array:
-    """(N,) most probable component (ties -> lowest index)."""
-    log_resp, _, traced = _evaluated(params, X, chunk_size)
+def predict(params: MixtureParams, X, *, chunk_size: int | None = None,
+            missing: str = "error") -> jax.Array:
+    """(N,) most likely component (``missing`` as in :func:`log_prob`)."""
+    log_resp, _, traced = _evaluated(params, X, chunk_size, missing)
     return jnp.argmax(log_resp, axis=1) if traced else _out(np.argmax(log_resp, axis=1), traced)
 
 

@@ -8,6 +8,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from . import missing as _missing
 from .compile_cache import cached_jit
 from .core import fit_restarts, fit_restarts_looped, live_components, pad_components
 from .em import FitResult, best_restart  # noqa: F401  (best_restart: re-exported)
@@ -60,12 +61,15 @@ RESTART_CAPACITY, ITER_CAPACITY = 16, 128     # n_init ≤ 16 and max_iter ≤ 1
 
 
 @functools.partial(cached_jit, static_argnames=("n_components", "covariance_type", "init", "n_init",
-                                             "max_iter", "chunk_size"))
+                                                "max_iter", "chunk_size", "missing_buckets"))
 def _fit_program(key, x, w, init_params, tol, reg_covar, prev_bound=None, n_live=None,
                  counts=None, *, n_components, covariance_type, init, n_init, max_iter,
-                 chunk_size):
+                 chunk_size, missing_buckets=None):
     """The fit program. ``counts`` None: ``n_init`` vmapped restarts. ``counts`` = (n_init,
-    max_iter) traced: restarts in a loop, the static n_init / max_iter being capacities."""
+    max_iter) traced: restarts in a loop, the static n_init / max_iter being capacities.
+    ``missing_buckets``: rows with NaN entries (vmapped restarts only)."""
+    if missing_buckets is not None:   # rows with NaN: sorted by their count (few slots per chunk)
+        x, w, _ = _missing.sort_by_missing(x, w)
     static = dict(n_components=n_components, covariance_type=covariance_type, init=init,
                   chunk_size=chunk_size)
     if counts is not None:
@@ -73,14 +77,16 @@ def _fit_program(key, x, w, init_params, tol, reg_covar, prev_bound=None, n_live
                                    *counts, restart_capacity=n_init, iter_capacity=max_iter,
                                    **static)
     return fit_restarts(key, x, w, init_params, None, n_live, tol, reg_covar, prev_bound,
-                        restart_ids=jnp.arange(n_init), max_iter=max_iter, **static)
+                        restart_ids=jnp.arange(n_init), max_iter=max_iter,
+                        missing_buckets=missing_buckets, **static)
 
 
 def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
         init: str | MixtureParams = "kmeans", n_init: int = 1, max_iter: int = 100, tol=1e-3,
         reg_covar=1e-6, sample_weight=None, chunk_size: int | None = None,
         initial_lower_bound=None, mesh=None, data_axis: str | None = None,
-        restart_axis: str | None = None, process_local: bool = False) -> FitResult:
+        restart_axis: str | None = None, process_local: bool = False,
+        missing: str = "error") -> FitResult:
     """Fit a Gaussian mixture by EM. One compiled program: init, ``n_init`` restarts (a loop over
     a traced count on CPU, a vmap on accelerators), EM in a ``lax.while_loop``, best restart by
     final lower bound (ties -> lowest index).
@@ -104,6 +110,10 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
         ``restart_axis`` (a second mesh axis) splits the ``n_init`` restarts. After
         ``jax.distributed.initialize``, ``process_local=True`` means X holds this process's rows.
         Every process must make the same calls in the same order. Parameters come back replicated.
+      missing: "error" (default: NaN in X is a ValueError) or "marginalize": NaN entries are
+        missing at random; EM uses each row's observed entries (see :mod:`gmmjax.missing`). The
+        initialisation runs on rows with NaN replaced by their column's observed mean. Rows with
+        no observed entry get weight 0. Not available with ``mesh``/sharded X yet.
 
     Small problems (rows·K·D ≤ ``K_BUCKET_ELEMENTS`` after padding K) run in the program of K
     rounded up to a bucket (:func:`component_bucket`), the extra components masked (weight 0)
@@ -121,7 +131,10 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     n_components, n_init, max_iter, chunk_size = check_em_options(
         n_components, n_init, max_iter, tol, reg_covar, covariance_type, chunk_size)
     init_name = init_method_name(init)
+    marginalize = _missing.check_missing(missing)
     if mesh is not None or process_local or _is_row_sharded(X):
+        if marginalize:
+            raise ValueError(_missing.UNSUPPORTED.format(what="The sharded fit (mesh=...)"))
         from .distributed import fit_sharded
         return fit_sharded(key, X, n_components, mesh=mesh, data_axis=data_axis,
                            restart_axis=restart_axis, process_local=process_local,
@@ -130,11 +143,15 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
                            sample_weight=sample_weight, chunk_size=chunk_size,
                            initial_lower_bound=initial_lower_bound)
     centring = HostCentring(X)           # float64 host data: centred before float32
-    x = check_data(centring.data)
+    x = _missing.check_data_missing(centring.data) if marginalize else check_data(centring.data)
     n, d = x.shape
     w = check_sample_weight(sample_weight, n, x.dtype)
-    check_n_samples(w, n_components)
-    k_pad, masked = component_bucket(bucket_rows(n, None), n_components, d)
+    buckets = _missing.fit_buckets(x) if marginalize else None
+    check_n_samples(w if buckets is None else _missing.informative_weight(x, w), n_components)
+    # missing values: exact K, vmapped restarts (the K-bucket and restart-loop paths are not
+    # wired to the missing-value statistics yet)
+    k_pad, masked = ((n_components, False) if buckets is not None
+                     else component_bucket(bucket_rows(n, None), n_components, d))
     init_params = None
     if init_name == "params":
         check_init_params(init, covariance_type, n_components, d, n_init)
@@ -146,7 +163,7 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
                   else jnp.asarray(initial_lower_bound, x.dtype))
     n_live = jnp.asarray(n_components, jnp.int32) if masked else None
     counts, n_cap, iter_cap = None, n_init, max_iter
-    if restarts_in_a_loop():
+    if restarts_in_a_loop() and buckets is None:
         counts = (jnp.asarray(n_init, jnp.int32), jnp.asarray(max_iter, jnp.int32))
         n_cap, iter_cap = _capacity(n_init, RESTART_CAPACITY), _capacity(max_iter, ITER_CAPACITY)
         if init_params is not None and init_params.weights.ndim == 2:
@@ -154,7 +171,7 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
                 [a, jnp.broadcast_to(a[-1:], (n_cap - n_init,) + a.shape[1:])]), init_params)
     program = functools.partial(_fit_program, n_components=k_pad,
                                 covariance_type=covariance_type, init=init_name, n_init=n_cap,
-                                max_iter=iter_cap, chunk_size=chunk_size)
+                                max_iter=iter_cap, chunk_size=chunk_size, missing_buckets=buckets)
     res = without_reverse_mode(program, check_key(key), x, w, init_params,
                                jnp.asarray(tol, x.dtype), jnp.asarray(reg_covar, x.dtype),
                                prev_bound, n_live, counts)

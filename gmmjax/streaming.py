@@ -202,7 +202,8 @@ class _Scan:
                              f"{x.shape[1]}.")
         if not (np.all(np.isfinite(x))):
             raise ValueError(f"a chunk contains NaN or infinity (rows {self.n}.."
-                             f"{self.n + x.shape[0]}); remove or impute those values first.")
+                             f"{self.n + x.shape[0]}); remove or impute those values first (fit_stream: "
+                             "not supported with missing values yet).")
         if not np.all(np.isfinite(w)) or np.any(w < 0):
             raise ValueError("sample_weight must be finite and non-negative.")
         m = x.shape[0]

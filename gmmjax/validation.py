@@ -91,8 +91,12 @@ def check_data(x, name: str = "X", min_samples: int = 1) -> jax.Array:
     kind = "NaN" if bad and bool(np.any(np.isnan(arr))) else "infinity"
     x = jnp.asarray(x, dtype)
     if bad:
+        hint = (" gmmjax.fit, log_prob, predict(_proba), impute and GaussianMixture take "
+                "missing='marginalize' for NaN entries; fit_stream, the sharded fit, fit_many, "
+                "select_model and fit_bayesian: not supported with missing values yet."
+                if kind == "NaN" else "")
         raise ValueError(f"{name} contains {kind} (shape {tuple(shape)}); remove or impute those "
-                         "values first.")
+                         "values first." + hint)
     return x
 
 

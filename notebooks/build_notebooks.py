@@ -658,12 +658,91 @@ for png in pngs[-4:]:
     display(Image(filename=str(png), width=640))"""),
 ]
 
+
+# ------------------------------------------------------------------------------------------- 06
+
+NB06 = [
+    md("""
+# 6. Missing values: fit on a table with holes, then fill them in
+
+Real tables have holes. `gj.fit(..., missing="marginalize")` runs EM on each row's observed
+entries (the missing ones are integrated out; Ghahramani & Jordan 1994), for every covariance
+type. `gj.impute` then fills each hole with its conditional expectation under the mixture, and
+`gj.GaussianMixtureImputer` packages both as a scikit-learn transformer. Below: a 6-feature table
+from three correlated clusters with 25% of its entries removed at random, imputed three ways and
+scored by RMSE on the removed entries."""),
+    code(SETUP),
+    code("""
+rng = np.random.default_rng(0)
+d, k, n = 6, 3, 3000
+centres = rng.normal(scale=3.0, size=(k, d))
+mixing = [rng.normal(size=(d, d)) * 0.6 for _ in range(k)]
+labels = rng.integers(0, k, n)
+full = np.stack([centres[c] + rng.normal(size=d) @ mixing[c] for c in labels]).astype(np.float32)
+holes = full.copy()
+mask = rng.random(full.shape) < 0.25
+holes[mask] = np.nan
+print(f"{mask.mean():.0%} of entries missing; {np.isnan(holes).any(axis=1).mean():.0%} of rows "
+      "have at least one hole; scikit-learn's GaussianMixture would reject this table")"""),
+    md("## Fit with holes and impute\n\nThe fit sees only observed entries; its lower bound is the "
+       "observed-data log-likelihood, which EM never decreases."),
+    code("""
+res = gj.fit(jax.random.key(0), holes, k, missing="marginalize", max_iter=200)
+print("converged:", bool(res.converged), " iterations:", int(res.n_iter),
+      " observed-data log-lik per row:", float(res.lower_bound))
+bounds = np.asarray(res.lower_bounds)[: int(res.n_iter)]
+print("monotone:", bool(np.all(np.diff(bounds) >= -1e-6)))
+filled = np.asarray(gj.impute(res.params, holes))
+assert np.array_equal(filled[~mask], holes[~mask])       # observed entries untouched"""),
+    md("## RMSE on the removed entries\n\nColumn means, scikit-learn's `IterativeImputer` "
+       "(chained regressions) and the mixture imputer, on the same table."),
+    code("""
+from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+from sklearn.impute import IterativeImputer, SimpleImputer
+
+def rmse(x):
+    return float(np.sqrt(np.mean((x[mask] - full[mask]) ** 2)))
+
+import warnings
+with warnings.catch_warnings():   # IterativeImputer: "early stopping criterion not reached"
+    warnings.simplefilter("ignore")
+    iterative = IterativeImputer(max_iter=20, random_state=0).fit_transform(holes)
+scores = {
+    "column means": rmse(SimpleImputer().fit_transform(holes)),
+    "IterativeImputer": rmse(iterative),
+    "GaussianMixtureImputer": rmse(gj.GaussianMixtureImputer(k, random_state=0)
+                                   .fit_transform(holes)),
+}
+for name, value in scores.items():
+    print(f"{name:>24}: RMSE {value:.3f}")
+plt.barh(list(scores), list(scores.values()))
+plt.xlabel("RMSE on the removed entries (lower is better)")
+plt.tight_layout()"""),
+    md("""
+The mixture knows which cluster a row belongs to from its observed entries and uses that
+cluster's correlations, so it beats a single linear model per column (IterativeImputer) on
+clustered data.
+
+## Multiple imputation
+
+With a key, `gj.impute` draws each hole from its conditional distribution instead of using the
+mean: repeat with different keys and analyse each completed table to carry the imputation
+uncertainty into the results."""),
+    code("""
+draws = np.stack([np.asarray(gj.impute(res.params, holes, key=jax.random.key(i)))
+                  for i in range(20)])
+spread = draws.std(axis=0)[mask]
+print(f"mean spread of a drawn hole across 20 imputations: {spread.mean():.3f}; "
+      f"RMSE of their average: {rmse(draws.mean(axis=0)):.3f}")"""),
+]
+
 NOTEBOOKS = {
     "01_anomaly_detection": NB01,
     "02_clustering_moons": NB02,
     "03_covariance_types_and_model_selection": NB03,
     "04_density_1d_outliers_kde": NB04,
     "05_scale_and_speed": NB05,
+    "06_missing_values": NB06,
 }
 
 

@@ -200,6 +200,10 @@ class BaseMixtureEstimator(DensityMixin, BaseEstimator):
         return MixtureParams(self.weights_, self.means_, self.covariances_,
                              self.precisions_cholesky_, self.covariance_type)
 
+    def _finite_check(self):
+        """``ensure_all_finite`` for validate_data: True, or "allow-nan" where NaN means missing."""
+        return True
+
     def _fitted_dtype(self) -> np.dtype:
         return np.dtype(self.means_.dtype)
 
@@ -220,7 +224,8 @@ class BaseMixtureEstimator(DensityMixin, BaseEstimator):
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         if not do_init:
             n_features = self.n_features_in_
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2,
+                          ensure_all_finite=self._finite_check())
         if X.shape[0] < self.n_components:
             raise ValueError("Expected n_samples >= n_components but got n_components = "
                              f"{self.n_components}, n_samples = {X.shape[0]}")
@@ -276,7 +281,7 @@ class BaseMixtureEstimator(DensityMixin, BaseEstimator):
     def _evaluate(self, X):
         """Validated predict-time X -> numpy (log_resp (N, K), log_norm (N,))."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False)
+        X = validate_data(self, X, reset=False, ensure_all_finite=self._finite_check())
         return self._evaluate_validated(X)
 
     def _evaluate_validated(self, X: np.ndarray):

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.validation import validate_data
 
 from ..covariance import COVARIANCE_TYPES, get_covariance_model
 from ..compile_cache import cached_jit
@@ -17,7 +18,10 @@ from ..density import evaluate, evaluation_params
 from ..fit import auto_chunk_size, fit
 from ..init import initialize
 from ..params import MixtureParams, from_precisions
-from ._base import FLOAT32_HINT, ILL_DEFINED_MESSAGE, BaseMixtureEstimator, pad_rows, x64_scope
+from ..missing import evaluate as evaluate_missing
+from ..missing import fill_missing, fit_buckets
+from ._base import (FLOAT32_HINT, ILL_DEFINED_MESSAGE, BaseMixtureEstimator, pad_rows, random_key,
+                    x64_scope)
 
 __all__ = ["GaussianMixture"]
 
@@ -118,6 +122,9 @@ class GaussianMixture(BaseMixtureEstimator):
       compiled run (see below).
     * ``chunk_size`` (None) [gmmjax]: rows per chunk of the E-step statistics, bounding memory at
       O(chunk_size·K·D); None picks a cache-sized chunk.
+    * ``missing`` ("error") [gmmjax]: "error" — NaN is a ValueError, as in scikit-learn;
+      "marginalize" — NaN entries are missing values, used by ``fit``, ``score_samples``,
+      ``predict``, ``predict_proba``, ``score`` and :meth:`impute`.
 
     ``fit(X, y=None, sample_weight=None)``: [gmmjax] ``sample_weight`` (n_samples,) are frequency
     weights (integer weights ≡ repeated rows).
@@ -154,12 +161,13 @@ class GaussianMixture(BaseMixtureEstimator):
         "weights_init": ["array-like", None],
         "means_init": ["array-like", None],
         "precisions_init": ["array-like", None],
+        "missing": [StrOptions({"error", "marginalize"})],
     }
 
     def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
                  max_iter=100, n_init=1, init_params="kmeans", weights_init=None, means_init=None,
                  precisions_init=None, random_state=None, warm_start=False, verbose=0,
-                 verbose_interval=10, chunk_size=None):
+                 verbose_interval=10, chunk_size=None, missing="error"):
         super().__init__(n_components=n_components, tol=tol, reg_covar=reg_covar,
                          max_iter=max_iter, n_init=n_init, init_params=init_params,
                          random_state=random_state, warm_start=warm_start, verbose=verbose,
@@ -168,6 +176,7 @@ class GaussianMixture(BaseMixtureEstimator):
         self.weights_init = weights_init
         self.means_init = means_init
         self.precisions_init = precisions_init
+        self.missing = missing
 
     # ------------------------------------------------------------------ hooks
 
@@ -225,11 +234,13 @@ class GaussianMixture(BaseMixtureEstimator):
         x, w = pad_rows(X, sample_weight, chunk)
         x, w = jax.device_put(x), jax.device_put(w)     # (jnp.asarray compiles a copy)
         common = dict(covariance_type=self.covariance_type, max_iter=max_iter, tol=self.tol,
-                      reg_covar=self.reg_covar, sample_weight=w, chunk_size=chunk)
+                      reg_covar=self.reg_covar, sample_weight=w, chunk_size=chunk,
+                      missing=self.missing)
         if init is not None:
             return fit(key, x, self.n_components, init=init, n_init=1,
                        initial_lower_bound=prev_lower_bound, **common)
-        given, n_init = self._given_init(x, w, key, n_init, chunk)
+        x_init = x if self.missing == "error" else fill_missing(x, w)   # as fit initialises
+        given, n_init = self._given_init(x_init, w, key, n_init, chunk)
         return fit(key, x, self.n_components, init=self.init_params if given is None else given,
                    n_init=n_init, **common)
 
@@ -252,9 +263,28 @@ class GaussianMixture(BaseMixtureEstimator):
         chunk = self.chunk_size
         if chunk is None:   # bounded memory for large N, as in fit
             chunk = auto_chunk_size(x.shape[0], self.n_components, x.shape[1])
+        if self.missing == "marginalize" and fit_buckets(x) is not None:
+            return evaluate_missing(self._get_state().astype(x.dtype), x, (0, 1), chunk_size=chunk)
         params = MixtureParams(self.weights_, self.means_, self.covariances_,
                                self.precisions_cholesky_, self.covariance_type)
         return evaluate(evaluation_params(params, x.dtype), x, chunk)
+
+    def _finite_check(self):
+        return "allow-nan" if self.missing == "marginalize" else True
+
+    def impute(self, X, random_state=None):
+        """X with its NaN entries replaced by their conditional expectation under the fitted
+        mixture (observed entries unchanged); with ``random_state`` (int or RandomState), drawn
+        from the conditional instead (multiple imputation). See :func:`gmmjax.impute`."""
+        from sklearn.utils.validation import check_is_fitted
+        from ..missing import impute
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan",
+                          dtype=[np.float64, np.float32])
+        dtype = np.result_type(X.dtype, self._fitted_dtype())
+        key = None if random_state is None else random_key(random_state)
+        with x64_scope(dtype):
+            return np.asarray(impute(self._get_state().astype(dtype), X, key), dtype)
 
     # ------------------------------------------------------------------ gmmjax extensions
 

@@ -1,0 +1,407 @@
+"""Missing values (NaN entries, missing at random): observed-data densities, EM statistics with
+conditional expectations, and imputation (Ghahramani & Jordan 1994).
+
+For a row with observed entries o and missing entries m, component k contributes the marginal
+density N(x_o | μ_o, Σ_oo). With the precision P = Σ⁻¹ that is computed from the missing block
+only (usually small): the conditional of x_m given x_o has precision P_mm and mean
+μ_m − P_mm⁻¹ P_mo (x_o − μ_o), and
+
+    log det Σ_oo = log det Σ + log det P_mm,     (x_o−μ_o)ᵀ Σ_oo⁻¹ (x_o−μ_o) = êᵀ P ê,
+
+where ê is the residual x − μ with its missing entries replaced by their conditional means
+(the "completed" residual). The EM statistics are today's (:class:`gmmjax.stats.SuffStats`,
+centred on the current means) computed from the completed rows, plus each row's conditional
+covariance P_mm⁻¹ added to the scatter, so the M-step (:func:`gmmjax.em.params_from_stats`) and
+the loop are shared with plain EM.
+
+Everything happens per row inside the compiled program (masks over D, no host-side grouping by
+missingness pattern). Each row's missing features are gathered into Q "slots" (Q ≥ the row's
+number of missing entries; unused slots are inert), and P_mm is inverted by Q sweeps. Rows are
+sorted by their number of missing entries so that each chunk picks the smallest Q of
+:func:`slot_buckets` that fits it (``lax.switch``): most chunks of typical data need Q ≤ 4.
+Diagonal and spherical covariances need no conditioning (x_m is independent of x_o).
+
+A row with every entry missing carries no information: it gets weight 0 in a fit, its log
+density is 0 (the empty observation has probability 1), its responsibilities are the weights π,
+and its imputation is the mixture mean Σ π_k μ_k.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .covariance import LOG_2PI, get_covariance_model
+from .params import MixtureParams
+from .rows import LOCAL, Rows
+from .stats import SuffStats, chunked_map, chunked_sum, log_resp_and_norm
+from .validation import check_data, is_traced
+
+MISSING_OPTIONS = ("error", "marginalize")
+HIGHEST = jax.lax.Precision.HIGHEST
+UNSUPPORTED = "{what} is not supported with missing values yet (missing='marginalize')."
+
+
+# ---------------------------------------------------------------------- host-side checks
+
+def check_missing(missing) -> bool:
+    """True for "marginalize", False for "error"; anything else is a ValueError."""
+    if isinstance(missing, str) and missing in MISSING_OPTIONS:
+        return missing == "marginalize"
+    raise ValueError(f"missing must be one of {list(MISSING_OPTIONS)}; got {missing!r}.")
+
+
+def check_data_missing(X, name: str = "X", min_samples: int = 1,
+                       every_column: bool = True) -> jax.Array:
+    """Like :func:`gmmjax.validation.check_data`, but NaN entries are allowed (they are missing).
+
+    Infinity stays an error. With ``every_column`` (fitting), so is a column with no observed
+    entry: nothing can be learned about that feature."""
+    if is_traced(X):
+        return check_data(X, name, min_samples)
+    arr = np.asarray(X)
+    floating = np.issubdtype(arr.dtype, np.floating)
+    nan = np.isnan(arr) if floating else np.zeros(np.shape(arr), bool)
+    x = check_data(np.where(nan, 0, arr).astype(arr.dtype) if floating else X, name, min_samples)
+    if nan.any():
+        empty = np.flatnonzero(nan.all(axis=0))
+        if every_column and empty.size:
+            raise ValueError(f"{name} has no observed value in column(s) {empty.tolist()} (shape "
+                             f"{arr.shape}); drop those columns or fill them first.")
+        x = jnp.asarray(arr, x.dtype)
+    return x
+
+
+def max_missing(x) -> int | None:
+    """Largest number of NaN entries in a row of concrete ``x`` (None when traced)."""
+    if is_traced(x) or x.shape[0] == 0:
+        return None if is_traced(x) else 0
+    return int(jnp.max(jnp.sum(jnp.isnan(x), axis=1)))
+
+
+def slot_buckets(n_features: int, most_missing: int | None = None) -> tuple[int, ...]:
+    """Slot counts Q a chunk may use: 0, 1, 2, 4, ... up to the power of two (capped at D) that
+    holds ``most_missing`` entries (all of them up to D when unknown, e.g. traced data)."""
+    top = n_features if most_missing is None else min(n_features, most_missing)
+    buckets, q = [0], 1
+    while top > 0:
+        buckets.append(min(q, n_features))
+        if q >= top:
+            break
+        q *= 2
+    return tuple(buckets)
+
+
+# ---------------------------------------------------------------------- per-row conditioning
+
+class Conditioned(NamedTuple):
+    """One chunk of C rows conditioned on each of K components. Rows are the minor axis so the
+    per-row work vectorises over them.
+
+    log_prob (K, C): log N(x_o | μ_k,o, Σ_k,oo); resid (K, D, C): completed residual ê (missing
+    entries at their conditional means, minus μ_k); cond: what the scatter needs of the
+    conditional covariances (path-specific)."""
+
+    log_prob: jax.Array
+    resid: jax.Array
+    cond: tuple
+
+
+def _sweep(g: jax.Array, n_pivots: int) -> tuple[jax.Array, jax.Array]:
+    """Sweep the first ``n_pivots`` diagonal entries of symmetric g (P, P, ...) (Goodnight); the
+    batch axes are minor so every step is a vectorised pass over them.
+
+    With g = [[A, b], [bᵀ, c]] and A (Q×Q) positive definite, the result is [[−A⁻¹, A⁻¹b],
+    [bᵀA⁻¹, c − bᵀA⁻¹b]]. Returns (swept g, log det A)."""
+    size = g.shape[0]
+    logdet = jnp.zeros(g.shape[2:], g.dtype)
+    pad = (1,) * (g.ndim - 2)
+    idx = jnp.arange(size)
+    for j in range(n_pivots):
+        d = g[j, j]
+        inv_d = 1.0 / d
+        on_row = (idx == j).reshape((size, 1) + pad)
+        on_col = (idx == j).reshape((1, size) + pad)
+        updated = g - g[:, j][:, None] * g[j][None, :] * inv_d
+        g = jnp.where(on_row | on_col, g * inv_d, updated)
+        g = jnp.where(on_row & on_col, -inv_d, g)
+        logdet = logdet + jnp.log(d)
+    return g, logdet
+
+
+def _missing_slots(miss: jax.Array, n_slots: int):
+    """Each row's missing features in Q slots, ascending: one-hot (Q, D, C) (zero for unused
+    slots) and the feature index of each slot (Q, C). ``miss`` is (D, C)."""
+    rank = jnp.cumsum(miss, axis=0) - 1
+    onehot = miss[None] & (rank[None] == jnp.arange(n_slots)[:, None, None])
+    idx = jnp.sum(onehot * jnp.arange(miss.shape[0])[None, :, None], axis=1)
+    return onehot, idx
+
+
+class _MatrixPath:
+    """Full and tied covariances: condition on the observed block through P_mm (Q slots)."""
+
+    @staticmethod
+    def condition(params: MixtureParams, x, obs, means, n_slots: int) -> Conditioned:
+        model = get_covariance_model(params.covariance_type)
+        k, d = means.shape
+        u = model.per_component(params.precisions_cholesky, k)                # (K, D, D)
+        obs_t = obs.T                                                        # (D, C)
+        e = jnp.where(obs_t[None], x.T[None] - means[:, :, None], 0.0)       # (K, D, C)
+        log_det = model.log_det(params.precisions_cholesky, d)[:, None]       # (K, 1)
+        resid, half_logdet_pmm, cond = e, 0.0, None
+        if n_slots:
+            onehot, idx = _missing_slots(~obs_t, n_slots)                    # (Q, D, C), (Q, C)
+            oh = onehot.astype(x.dtype)
+            valid = jnp.any(onehot, axis=1)                                  # (Q, C)
+            prec_t = jnp.swapaxes(model.precisions(u), 1, 2)                 # (K, D, D)
+            p_rows = prec_t[:, :, idx]                                       # (K, D, Q, C)
+            p_mm = jnp.take_along_axis(
+                p_rows, jnp.broadcast_to(idx[None, :, None], (k, n_slots, n_slots, idx.shape[1])),
+                axis=1)                                                      # (K, Q, Q, C)
+            both = valid[:, None] & valid[None, :]                           # (Q, Q, C)
+            p_mm = jnp.where(both, p_mm, jnp.eye(n_slots, dtype=x.dtype)[:, :, None])  # (K, Q, Q, C)
+            b = jnp.where(valid, jnp.sum(p_rows * e[:, :, None], axis=1), 0.0)  # P_mo e_o (K, Q, C)
+            g = jnp.concatenate([jnp.concatenate([p_mm, b[:, :, None]], axis=2),
+                                 jnp.concatenate([b[:, None], jnp.zeros_like(b[:, None, :1])],
+                                                 axis=2)], axis=1)           # (K, Q+1, Q+1, C)
+            # One component at a time: its (Q+1, Q+1, C) block stays in cache for the Q passes.
+            g, logdet_pmm = jax.lax.map(lambda gk: _sweep(gk, n_slots), g)
+            fill = -g[:, :n_slots, n_slots]                                  # x̂_m − μ_m (K, Q, C)
+            resid = e
+            for q in range(n_slots):   # unrolled: XLA:CPU reduces a small leading axis slowly
+                resid = resid + oh[q][None] * fill[:, q][:, None]
+            half_logdet_pmm = 0.5 * logdet_pmm
+            cond = (idx, both, -g[:, :n_slots, :n_slots])                    # P_mm⁻¹ (K, Q, Q, C)
+        y = jnp.einsum("kde,kdc->kec", u, resid, precision=HIGHEST)
+        maha = jnp.sum(y * y, axis=1)
+        n_obs = jnp.sum(obs, axis=1).astype(x.dtype)
+        log_prob = -0.5 * (n_obs * LOG_2PI + maha) + log_det - half_logdet_pmm
+        return Conditioned(log_prob, resid, cond)
+
+    @staticmethod
+    def scatter(cond: Conditioned, resp: jax.Array, params: MixtureParams) -> jax.Array:
+        """(K, D, D) Σ_n r_nk (ê êᵀ + conditional covariance embedded at m×m); resp (K, C)."""
+        out = jnp.einsum("kdc,kec->kde", resp[:, None] * cond.resid, cond.resid,
+                         precision=HIGHEST)
+        if cond.cond is not None:   # Σ_n r_nk P_mm⁻¹ added at the (m, m) entries: a segment sum
+            idx, both, inv = cond.cond
+            k, d = out.shape[:2]
+            bins = jnp.where(both, idx[:, None] * d + idx[None, :], d * d).reshape(-1)
+            vals = (inv * resp[:, None, None]).reshape(k, -1).T             # (Q·Q·C, K)
+            add = jax.ops.segment_sum(vals, bins, d * d + 1)[:d * d]
+            out = out + add.T.reshape(k, d, d)
+        return out
+
+    @staticmethod
+    def draw(normals, params, cond: Conditioned, labels) -> jax.Array:
+        """(C, D) completed residuals under component ``labels`` (C,) with the missing entries
+        drawn from their conditional N(fill, P_mm⁻¹), from standard ``normals`` (C, D)."""
+        fill = jnp.take_along_axis(cond.resid, labels[None, None], axis=0)[0].T
+        if cond.cond is None:
+            return fill
+        idx, both, inv = cond.cond
+        inv = jnp.take_along_axis(inv, labels[None, None, None], axis=0)[0]         # (Q, Q, C)
+        chol = jnp.linalg.cholesky(jnp.moveaxis(inv, 2, 0))                         # (C, Q, Q)
+        noise = jnp.einsum("cqr,cr->cq", chol, normals[:, :inv.shape[0]], precision=HIGHEST)
+        valid = jnp.diagonal(both, axis1=0, axis2=1)                                # (C, Q)
+        onehot = jax.nn.one_hot(idx.T, fill.shape[-1], dtype=fill.dtype) * valid[..., None]
+        return fill + jnp.einsum("cqd,cq->cd", onehot, noise, precision=HIGHEST)
+
+
+class _DiagonalPath:
+    """Diagonal and spherical covariances: x_m is independent of x_o, so its conditional mean is
+    μ_m and its conditional variance σ²_m; the marginal density drops the missing factors."""
+
+    @staticmethod
+    def _precisions(params: MixtureParams, k: int, d: int) -> jax.Array:
+        p = get_covariance_model(params.covariance_type).precisions(params.precisions_cholesky)
+        return jnp.broadcast_to(p.reshape(k, -1), (k, d))                    # (K, D)
+
+    @staticmethod
+    def condition(params: MixtureParams, x, obs, means, n_slots: int) -> Conditioned:
+        k, d = means.shape
+        p = _DiagonalPath._precisions(params, k, d)
+        obs_t = obs.T.astype(x.dtype)
+        e = jnp.where(obs.T[None], x.T[None] - means[:, :, None], 0.0)       # (K, D, C)
+        maha = jnp.sum(e * e * p[:, :, None], axis=1)
+        half_logdet = 0.5 * jnp.matmul(jnp.log(p), obs_t, precision=HIGHEST)
+        n_obs = jnp.sum(obs_t, axis=0)
+        return Conditioned(-0.5 * (n_obs * LOG_2PI + maha) + half_logdet, e, (obs,))
+
+    @staticmethod
+    def scatter(cond: Conditioned, resp: jax.Array, params: MixtureParams) -> jax.Array:
+        """(K, D) Σ_n r_nk (ê² + σ²_k on missing entries)."""
+        k, d = cond.resid.shape[:2]
+        (obs,) = cond.cond
+        var = 1.0 / _DiagonalPath._precisions(params, k, d)
+        missing_mass = jnp.matmul(resp, (~obs).astype(resp.dtype), precision=HIGHEST)
+        return jnp.sum(resp[:, None] * cond.resid * cond.resid, axis=2) + missing_mass * var
+
+    @staticmethod
+    def draw(normals, params, cond: Conditioned, labels) -> jax.Array:
+        k, d = cond.resid.shape[:2]
+        (obs,) = cond.cond
+        sd = jax.lax.rsqrt(_DiagonalPath._precisions(params, k, d))[labels]  # (C, D)
+        fill = jnp.take_along_axis(cond.resid, labels[None, None], axis=0)[0].T
+        return fill + jnp.where(obs, 0.0, sd * normals)
+
+
+def _path(covariance_type: str):
+    """The matrix path for types whose covariances are (D, D) matrices, else the diagonal one."""
+    model = get_covariance_model(covariance_type)
+    return _MatrixPath if len(model.component_shape(2)) == 2 else _DiagonalPath
+
+
+def condition(params: MixtureParams, x: jax.Array, shift: jax.Array, n_slots: int) -> Conditioned:
+    """Condition rows ``x`` (C, D) with NaN entries on every component, in the frame ``x − shift``.
+
+    ``n_slots`` (static) must be ≥ the largest number of NaN entries in a row."""
+    obs = ~jnp.isnan(x)
+    xs = jnp.where(obs, x - shift, 0.0)
+    return _path(params.covariance_type).condition(params, xs, obs, params.means - shift, n_slots)
+
+
+def _switch_slots(fn, x: jax.Array, buckets: tuple[int, ...]):
+    """``fn(n_slots)`` for the smallest bucket that holds every row of ``x`` (``lax.switch``)."""
+    if len(buckets) == 1:
+        return fn(buckets[0])
+    most = jnp.max(jnp.sum(jnp.isnan(x), axis=1))
+    branch = jnp.searchsorted(jnp.asarray(buckets), most, side="left")
+    return jax.lax.switch(jnp.minimum(branch, len(buckets) - 1),
+                          [functools.partial(fn, q) for q in buckets])
+
+
+# ---------------------------------------------------------------------- EM statistics
+
+def chunk_stats(params: MixtureParams, x: jax.Array, w: jax.Array, shift: jax.Array,
+                buckets: tuple[int, ...]) -> SuffStats:
+    """EM statistics of one chunk with NaN entries, in :class:`SuffStats`' layout (centred on the
+    current means in the frame ``x − shift``): completed rows and conditional covariances. Rows
+    with zero weight or no observed entry contribute nothing."""
+    model = get_covariance_model(params.covariance_type)
+    path = _path(params.covariance_type)
+    live = (w > 0) & jnp.any(~jnp.isnan(x), axis=1)
+    w = jnp.where(live, w, 0.0)
+
+    def stats(n_slots):
+        cond = condition(params, x, shift, n_slots)
+        log_resp, norm = log_resp_and_norm(cond.log_prob.T + jnp.log(params.weights))
+        resp = (jnp.where(live[:, None], jnp.exp(log_resp), 0.0) * w[:, None]).T   # (K, C)
+        nk = jnp.sum(resp, axis=1)
+        sx = jnp.einsum("kc,kdc->kd", resp, cond.resid, precision=HIGHEST)
+        scatter = model.reduce_component_scatter(path.scatter(cond, resp, params))
+        return SuffStats(nk, sx, scatter, jnp.sum(jnp.where(live, norm * w, 0.0)), jnp.sum(w))
+
+    return _switch_slots(stats, x, buckets)
+
+
+def sufficient_statistics(params: MixtureParams, x: jax.Array, w: jax.Array, shift: jax.Array,
+                          chunk_size: int | None, buckets: tuple[int, ...]) -> SuffStats:
+    """:func:`chunk_stats` accumulated over chunks of rows (sort rows with
+    :func:`sort_by_missing` first so that chunks need few slots)."""
+    return chunked_sum(lambda xc, wc: chunk_stats(params, xc, wc, shift, buckets), x, w,
+                       chunk_size)
+
+
+def sort_by_missing(x: jax.Array, *rows: jax.Array):
+    """Rows ordered by their number of NaN entries (stable): (x, *rows, order)."""
+    order = jnp.argsort(jnp.sum(jnp.isnan(x), axis=1), stable=True)
+    return (x[order],) + tuple(r[order] for r in rows) + (order,)
+
+
+def observed_mean(x: jax.Array, w: jax.Array, rows: Rows = LOCAL) -> jax.Array:
+    """(D,) weighted mean of each column's observed (non-NaN) entries (over all ``rows``)."""
+    obs = ~jnp.isnan(x)
+    wo = jnp.where(obs, w[:, None], 0.0)
+    total = rows.sum(jnp.sum(jnp.where(obs, wo * x, 0.0), axis=0))
+    return total / jnp.maximum(rows.sum(jnp.sum(wo, axis=0)), jnp.finfo(x.dtype).tiny)
+
+
+def fill_missing(x: jax.Array, w: jax.Array, rows: Rows = LOCAL) -> jax.Array:
+    """NaN entries replaced by the weighted mean of their column's observed entries (a fit's
+    initialisation — k-means and the other methods — runs on these rows)."""
+    return jnp.where(jnp.isnan(x), observed_mean(x, w, rows), x)
+
+
+def fit_buckets(x: jax.Array) -> tuple[int, ...] | None:
+    """The slot buckets a fit of ``x`` compiles, or None when concrete ``x`` has no NaN (then
+    the fit is exactly the plain one)."""
+    most = max_missing(x)
+    return None if most == 0 else slot_buckets(x.shape[1], most)
+
+
+def informative_weight(x: jax.Array, w: jax.Array) -> jax.Array:
+    """Weights with rows that have no observed entry set to 0 (they carry no information)."""
+    return jnp.where(jnp.all(jnp.isnan(x), axis=1), 0.0, w)
+
+
+# ---------------------------------------------------------------------- evaluation
+
+def _rows(params: MixtureParams, x: jax.Array, buckets: tuple[int, ...], draws=None):
+    """(log_resp (C, K), log_norm (C,), imputed rows (C, D)) of one chunk. Imputed: NaN entries
+    at the posterior-weighted conditional means, or, with ``draws`` (normals (C, D), Gumbels
+    (C, K)), drawn from the conditional of a component drawn from the posterior."""
+    shift = jnp.mean(params.means, axis=0)
+    centres = params.means - shift
+    path = _path(params.covariance_type)
+
+    def one(n_slots):
+        cond = condition(params, x, shift, n_slots)
+        log_resp, norm = log_resp_and_norm(cond.log_prob.T + jnp.log(params.weights))
+        if draws is None:
+            completed = jnp.sum(jnp.exp(log_resp).T[:, None] * (cond.resid + centres[:, :, None]),
+                                axis=0).T
+        else:
+            normals, gumbels = draws
+            labels = jnp.argmax(log_resp + gumbels, axis=1)
+            completed = path.draw(normals, params, cond, labels) + centres[labels]
+        return log_resp, norm, jnp.where(jnp.isnan(x), completed + shift, x)
+
+    return _switch_slots(one, x, buckets)
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size", "buckets", "part"))
+def _evaluate(params, x, key, *, chunk_size, buckets, part):
+    xs, order = sort_by_missing(x)
+    n, d = x.shape
+    rows = xs
+    if key is not None:
+        normal_key, gumbel_key = jax.random.split(key)
+        rows = jnp.concatenate([xs, jax.random.normal(normal_key, (n, d), x.dtype),
+                                jax.random.gumbel(gumbel_key, (n, params.n_components), x.dtype)],
+                               axis=1)
+
+    def fn(rc):
+        draws = None if key is None else (rc[:, d:2 * d], rc[:, 2 * d:])
+        out = _rows(params, rc[:, :d], buckets, draws)
+        return tuple(out[p] for p in part) if isinstance(part, tuple) else out[part]
+
+    out = chunked_map(fn, rows, chunk_size)
+    return jax.tree_util.tree_map(lambda a: jnp.zeros_like(a).at[order].set(a), out)
+
+
+def evaluate(params: MixtureParams, x: jax.Array, part: int, *, chunk_size=None, key=None):
+    """Per-row results for validated ``x`` with NaN entries (missing), in its original order:
+    part 0 log responsibilities (N, K), 1 log density (N,), 2 imputed rows (N, D); a tuple of
+    parts gives a tuple."""
+    buckets = slot_buckets(x.shape[1], max_missing(x))
+    return _evaluate(params, x, key, chunk_size=chunk_size, buckets=buckets, part=part)
+
+
+def impute(params: MixtureParams, X, key: jax.Array | None = None, *,
+           chunk_size: int | None = None) -> jax.Array:
+    """X (N, D) with its NaN entries filled in under the mixture ``params``; observed entries are
+    returned unchanged (bit for bit).
+
+    Without ``key``: E[x_m | x_o] = Σ_k p(k | x_o) E_k[x_m | x_o] (posterior-weighted conditional
+    means). With a PRNG ``key``: one draw per row of a component from p(k | x_o) and of x_m from
+    that component's conditional (call with several keys for multiple imputation). A row with no
+    observed entry gets the mixture mean (or a draw from the mixture). Works under jit."""
+    from .density import _auto_chunk, _checked
+    x = _checked(params, X, "marginalize")
+    return evaluate(params, x, 2, chunk_size=_auto_chunk(params, x, chunk_size), key=key)
