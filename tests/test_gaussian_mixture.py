@@ -53,7 +53,7 @@ def fitted(X):
 
 def test_parameters_and_defaults_match_sklearn():
     ours, ref = GaussianMixture().get_params(), SKGaussianMixture().get_params()
-    assert set(ours) == set(ref) | {"chunk_size"}
+    assert set(ours) == set(ref) | {"chunk_size", "missing"}
     for name, value in ref.items():
         assert ours[name] == value, name
     assert ours["chunk_size"] is None
