@@ -13,7 +13,7 @@ touched, so the user's programs are cached exactly as they configured.
 Where: ``$GMMJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/gmmjax``, else ``~/.cache/gmmjax``; inside,
 one folder per machine key (backend, device kind, platform version, CPU features, jax/jaxlib/Python
 versions, XLA_FLAGS, and a hash of gmmjax's own source, so any code change starts afresh).
-``GMMJAX_CACHE=0`` turns it off; ``GMMJAX_CACHE_MAX_MB`` bounds its size (default 512; the oldest
+It is off unless ``GMMJAX_CACHE=1`` (see DEFAULT_ENABLED); ``GMMJAX_CACHE=0`` turns it off; ``GMMJAX_CACHE_MAX_MB`` bounds its size (default 512; the oldest
 used entries are evicted). A compiled program is code: folders are created 0700, and a folder or
 file not owned by the user or writable by group/others is never read (a warning, once). A failed
 load (corrupt file, other CPU, other version) recompiles silently; a folder that cannot be written
@@ -44,6 +44,10 @@ import jax
 __all__ = ["CacheEvent", "cache_dir", "cached_jit", "clear", "configure", "events"]
 
 DEFAULT_MAX_MB = 512
+# Off unless GMMJAX_CACHE=1: with jax 0.10.2, serialize_executable segfaulted (in persistent_id)
+# while storing some fit programs during a run of the test suite (scikit-learn's
+# test_multiple_init, fit_bayesian) — a crash of the user's process is worse than a recompile.
+DEFAULT_ENABLED = "0"
 _MAGIC = b"GMMJAXC1"
 _SUFFIX = ".gmmx"
 _OFF_VALUES = {"0", "false", "no", "off"}
@@ -87,7 +91,7 @@ def configure(directory: str | os.PathLike | None = None, *, enabled: bool | Non
     environment (``GMMJAX_CACHE_DIR``, ``GMMJAX_CACHE``, ``GMMJAX_CACHE_MAX_MB``). Programs already
     in memory stay; later lookups use the new setting. ``configure()`` re-reads the environment."""
     with _state.lock:
-        env_on = os.environ.get("GMMJAX_CACHE", "1").strip().lower() not in _OFF_VALUES
+        env_on = os.environ.get("GMMJAX_CACHE", DEFAULT_ENABLED).strip().lower() not in _OFF_VALUES
         on = env_on if enabled is None else bool(enabled)
         if directory is None:
             directory = os.environ.get("GMMJAX_CACHE_DIR") or _default_root()

@@ -40,7 +40,7 @@ def _no_jax_cache_writes():
 
 @pytest.fixture
 def cache(tmp_path):
-    compile_cache.configure(tmp_path / "cache")
+    compile_cache.configure(tmp_path / "cache", enabled=True)
     yield tmp_path / "cache"
     compile_cache.configure()       # back to the environment's (the test folder of conftest)
 
@@ -130,7 +130,7 @@ def test_corrupt_entry_recompiles_silently(cache, damage):
 def test_unwritable_directory_works_and_warns_once(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    compile_cache.configure(blocker / "cache")      # cannot be created (a file is in the way)
+    compile_cache.configure(blocker / "cache", enabled=True)   # cannot be created (a file is in the way)
     try:
         f = _fresh()
         with pytest.warns(RuntimeWarning, match="running without it") as record:
@@ -171,7 +171,7 @@ def test_size_bound_evicts_oldest(cache):
     f(jnp.arange(1.0), 1.0, power=2)
     (first,) = _entries(cache)
     size = first.stat().st_size
-    compile_cache.configure(cache, max_mb=2.5 * size / (1 << 20))
+    compile_cache.configure(cache, enabled=True, max_mb=2.5 * size / (1 << 20))
     f = _fresh()
     for n in range(2, 6):
         f(jnp.arange(float(n)), 1.0, power=2)
