@@ -296,9 +296,6 @@ def test_too_few_samples_raises(blobs):
 def test_benchmark_case_does_identical_work(monkeypatch):
     # The benchmark plugin's claim: gmmjax and sklearn start from the same responsibilities and
     # run the same iterations, so their bounds agree (float32 vs sklearn's float64).
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks import Settings, harness, run_case
     from benchmarks import cases_bayesian
 

@@ -11,8 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root holds benchmarks/
-
 from benchmarks import Case, Run, Settings, Skip, harness, run_case
 from benchmarks import cases_core, machine, peers, runner
 from benchmarks.machine import PeakRSS, TracedPeak, matmul_rate

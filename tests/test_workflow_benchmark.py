@@ -1,12 +1,7 @@
 """The time-to-first-result benchmark (benchmarks/workflow.py), tiny version: fresh processes,
 a first run that compiles into a fresh HOME's cache and a second run that only loads."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root holds benchmarks/
-
-from benchmarks import workflow  # noqa: E402
+from benchmarks import workflow
 
 
 def test_tiny_classic_workflow_second_run_loads_every_program():
