@@ -13,8 +13,8 @@ touched, so the user's programs are cached exactly as they configured.
 Where: ``$GMMJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/gmmjax``, else ``~/.cache/gmmjax``; inside,
 one folder per machine key (backend, device kind, platform version, CPU features, jax/jaxlib/Python
 versions, XLA_FLAGS, and a hash of gmmjax's own source, so any code change starts afresh).
-It is off unless ``GMMJAX_CACHE=1`` (see DEFAULT_ENABLED); ``GMMJAX_CACHE=0`` turns it off; ``GMMJAX_CACHE_MAX_MB`` bounds its size (default 512; the oldest
-used entries are evicted). A compiled program is code: folders are created 0700, and a folder or
+It is on by default; ``GMMJAX_CACHE=0`` turns it off; ``GMMJAX_CACHE_MAX_MB`` bounds its size
+(default 512; the oldest used entries are evicted). A compiled program is code: folders are created 0700, and a folder or
 file not owned by the user or writable by group/others is never read (a warning, once). A failed
 load (corrupt file, other CPU, other version) recompiles silently; a folder that cannot be written
 warns once and the package works without the cache.
@@ -47,10 +47,9 @@ import jax
 __all__ = ["CacheEvent", "cache_dir", "cached_jit", "clear", "clear_memory", "configure", "events"]
 
 DEFAULT_MAX_MB = 512
-# Off unless GMMJAX_CACHE=1: with jax 0.10.2, serialize_executable segfaulted (in persistent_id)
-# while storing some fit programs during a run of the test suite (scikit-learn's
-# test_multiple_init, fit_bayesian) — a crash of the user's process is worse than a recompile.
-DEFAULT_ENABLED = "0"
+# On unless GMMJAX_CACHE=0. (A segfault once blamed on serialize_executable was the process
+# running out of memory mappings after ~800 compiled programs: see MAP_PRESSURE.)
+DEFAULT_ENABLED = "1"
 _MAGIC = b"GMMJAXC1"
 _SUFFIX = ".gmmx"
 _OFF_VALUES = {"0", "false", "no", "off"}

@@ -13,7 +13,7 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 # persists across runs like JAX's test cache below (entries are keyed by gmmjax's source hash).
 os.environ["GMMJAX_CACHE_DIR"] = os.environ.get(
     "GMMJAX_TEST_CACHE_DIR", "/tmp/gmmjax-test-jax-cache") + f"-gmmjax-{os.getuid()}"
-os.environ.pop("GMMJAX_CACHE", None)     # the default (off); tests of the cache switch it on
+os.environ.pop("GMMJAX_CACHE", None)     # the default (on), in the test folder above
 
 import jax  # noqa: E402
 import numpy as np
