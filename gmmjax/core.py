@@ -109,7 +109,8 @@ def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bou
     restart_status have ``restart_capacity`` entries (NaN / −1 past n_init), lower_bounds
     ``iter_capacity``."""
     w = unit_mean_weights(w)           # only the weights' ratios matter
-    shift = weighted_mean(x, w)
+    marginalize = static.get("missing_buckets") is not None
+    shift = missing.observed_mean(x, w) if marginalize else weighted_mean(x, w)
     xs = x - shift
     per_restart = init_params is not None and init_params.weights.ndim == 2
     if init_params is not None:
@@ -145,7 +146,8 @@ def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bou
     result = FitResult(best.state.replace(means=best.state.means + shift), best.lower_bound,
                        best.history, best.n_iter, best.status == Status.CONVERGED, best.status,
                        bounds, status)
-    return input_status(result, x, w)
+    checked = jnp.where(jnp.isnan(x), 0.0, x) if marginalize else x    # NaN: missing, not bad
+    return input_status(result, checked, w)
 
 
 # --------------------------------------------------------------------------- padded components

@@ -70,18 +70,18 @@ def _fit_program(key, x, w, init_params, tol, reg_covar, prev_bound=None, n_live
     """The fit program. ``counts`` None: ``n_init`` vmapped restarts. ``counts`` = (n_init,
     max_iter) traced: restarts in a loop, the static n_init / max_iter being capacities.
     ``type_code`` (traced, covariance_type "full"): the covariance type, as an operand.
-    ``missing_buckets``: rows with NaN entries (vmapped restarts only)."""
+    ``missing_buckets``: rows with NaN entries."""
     if missing_buckets is not None:   # rows with NaN: sorted by their count (few slots per chunk)
         x, w, _ = _missing.sort_by_missing(x, w)
     static = dict(n_components=n_components, covariance_type=covariance_type, init=init,
-                  chunk_size=chunk_size)
+                  chunk_size=chunk_size, missing_buckets=missing_buckets)
     if counts is not None:
         return fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bound,
                                    *counts, type_code, restart_capacity=n_init,
                                    iter_capacity=max_iter, **static)
     return fit_restarts(key, x, w, init_params, None, n_live, tol, reg_covar, prev_bound,
                         restart_ids=jnp.arange(n_init), max_iter=max_iter,
-                        missing_buckets=missing_buckets, type_code=type_code, **static)
+                        type_code=type_code, **static)
 
 
 def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
@@ -151,12 +151,10 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     w = check_sample_weight(sample_weight, n, x.dtype)
     buckets = _missing.fit_buckets(x) if marginalize else None
     check_n_samples(w if buckets is None else _missing.informative_weight(x, w), n_components)
-    # missing values: exact K, vmapped restarts (the K-bucket and restart-loop paths are not
-    # wired to the missing-value statistics yet)
-    k_pad, masked = ((n_components, False) if buckets is not None
-                     else component_bucket(bucket_rows(n, None), n_components, d))
-    # small problems: every covariance type in the full layout, the type an operand (one program)
-    shared = masked and d <= FULL_LAYOUT_MAX_FEATURES
+    k_pad, masked = component_bucket(bucket_rows(n, None), n_components, d)
+    # small problems: every covariance type in the full layout, the type an operand (one
+    # program); not with missing values (diagonal types need no conditioning there)
+    shared = masked and d <= FULL_LAYOUT_MAX_FEATURES and buckets is None
     program_type = "full" if shared else covariance_type
     init_params = None
     if init_name == "params":
@@ -172,7 +170,7 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     n_live = np.int32(n_components) if masked else None
     type_code = np.int32(TYPE_CODES[covariance_type]) if shared else None
     counts, n_cap, iter_cap = None, n_init, max_iter
-    if restarts_in_a_loop() and buckets is None:
+    if restarts_in_a_loop():
         counts = (np.int32(n_init), np.int32(max_iter))
         n_cap, iter_cap = _capacity(n_init, RESTART_CAPACITY), _capacity(max_iter, ITER_CAPACITY)
         if init_params is not None and init_params.weights.ndim == 2:
