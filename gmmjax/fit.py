@@ -31,17 +31,25 @@ def _is_row_sharded(x) -> bool:
 
 
 # Padded components cost run time in proportion; below this many rows·K·D (padded) a fit runs in
-# milliseconds and compiling its program (~1 s) dominates, so K is padded to a bucket.
+# milliseconds and compiling its program (~1-3 s) dominates, so K is padded to a bucket.
 K_BUCKET_ELEMENTS = 1 << 18
+# Below this many rows·16·D a whole fit with 16 components costs well under a compile (~1.6 ns
+# per row·component·feature and iteration on a 2-core CPU: < 70 ms for 300 iterations), so every
+# K ≤ 16 runs in the one 16-component program.
+TINY_ELEMENTS = 1 << 17
+TINY_COMPONENTS = 16
 
 
 def component_bucket(n_rows: int, n_components: int, n_features: int) -> tuple[int, bool]:
     """(components the compiled program holds, whether it masks by a live count) for a
-    K-component fit: when the padded problem is small, K rounded up to the next of 1, 2, 3, 4,
-    6, 8, 12, 16, 24, ... (2^j and 3·2^j: at most 1/3 of the components masked; powers of two
-    alone measured 2-3x slower warm for K = 9, 10 -> 16), else K exactly and no mask."""
+    K-component fit: for tiny problems max(16, bucket); when the padded problem is small, K
+    rounded up to the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (2^j and 3·2^j: at most 1/3 of
+    the components masked); else K exactly and no mask."""
     power = 1 << (n_components - 1).bit_length()
     padded = 3 * power // 4 if 3 * power // 4 >= n_components else power
+    tiny = max(padded, TINY_COMPONENTS)
+    if n_rows * tiny * n_features <= TINY_ELEMENTS:
+        return tiny, True
     if n_rows * padded * n_features <= K_BUCKET_ELEMENTS:
         return padded, True
     return n_components, False

@@ -5,6 +5,7 @@ import importlib
 
 import jax
 import numpy as np
+import pytest
 
 import gmmjax as gj
 from gmmjax.fit import _fit_program, component_bucket
@@ -16,19 +17,24 @@ INITS = {"full": "kmeans", "tied": "k-means++", "diag": "random", "spherical": "
 
 
 def test_component_bucket_rule():
-    assert [component_bucket(100, k, 2)[0] for k in range(1, 14)] == [1, 2, 3, 4, 6, 6, 8, 8,
-                                                                      12, 12, 12, 12, 16]
+    # tiny (rows·16·D ≤ 2^17): every K ≤ 16 in the 16-component program, larger K on the ladder
+    assert {component_bucket(100, k, 2) for k in range(1, 17)} == {(16, True)}
+    assert [component_bucket(100, k, 2)[0] for k in (17, 24, 25, 33)] == [24, 24, 32, 48]
+    # small (rows·K_bucket·D ≤ 2^18): the ladder 1, 2, 3, 4, 6, 8, 12, 16
+    assert [component_bucket(5000, k, 2)[0] for k in range(1, 14)] == [1, 2, 3, 4, 6, 6, 8, 8,
+                                                                       12, 12, 12, 12, 16]
     assert component_bucket(10 ** 6, 5, 16) == (5, False)    # large: compile time is noise
 
 
 def test_bucketed_equals_unbucketed(x64, blobs, covariance_type, monkeypatch):
-    """K = 5 runs in the K = 6 program (one masked component) and gives the unpadded K = 5 fit:
+    """K = 5 runs in the K = 16 program (11 masked components) and gives the unpadded K = 5 fit:
     same init draws (every method), same iterations, same parameters."""
     kw = dict(covariance_type=covariance_type, init=INITS[covariance_type], n_init=2, tol=1e-8,
               reg_covar=0.0 if covariance_type == "diag" else 1e-6)
     padded = gj.fit(KEY, blobs, 5, **kw)
-    assert component_bucket(blobs.shape[0], 5, 3) == (6, True)
+    assert component_bucket(blobs.shape[0], 5, 3) == (16, True)
     monkeypatch.setattr(fit_module, "K_BUCKET_ELEMENTS", 0)       # no padding
+    monkeypatch.setattr(fit_module, "TINY_ELEMENTS", 0)
     assert component_bucket(blobs.shape[0], 5, 3) == (5, False)
     exact = gj.fit(KEY, blobs, 5, **kw)
     assert padded.params.means.shape == exact.params.means.shape == (5, 3)
@@ -47,6 +53,7 @@ def test_given_params_are_padded(x64, blobs, covariance_type, monkeypatch):
     start = gj.fit(KEY, blobs, 5, covariance_type=covariance_type, max_iter=1).params
     padded = gj.fit(KEY, blobs, 5, init=start, tol=1e-8, covariance_type=covariance_type)
     monkeypatch.setattr(fit_module, "K_BUCKET_ELEMENTS", 0)
+    monkeypatch.setattr(fit_module, "TINY_ELEMENTS", 0)
     exact = gj.fit(KEY, blobs, 5, init=start, tol=1e-8, covariance_type=covariance_type)
     assert padded.params.covariance_type == exact.params.covariance_type == covariance_type
     np.testing.assert_array_equal(padded.n_iter, exact.n_iter)
@@ -54,17 +61,19 @@ def test_given_params_are_padded(x64, blobs, covariance_type, monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_k_sweep_compiles_one_program_per_bucket(blobs):
-    """A BIC loop over K = 1..10 (what a user writes with the estimator) compiles at most the 7
-    buckets 1, 2, 3, 4, 6, 8, 12, not 10 programs; every K comes back with K components."""
-    X = blobs.astype(np.float32)
+@pytest.mark.parametrize("n_rows, programs", [(120, 1), (2000, 7)])
+def test_k_sweep_compiles_one_program_per_bucket(n_rows, programs):
+    """A BIC loop over K = 1..10 (what a user writes with the estimator) compiles one program
+    when tiny (K ≤ 16 share the 16-component program) and at most the 7 buckets 1, 2, 3, 4, 6,
+    8, 12 when small, not 10; every K comes back with K components."""
+    X = np.random.default_rng(n_rows).normal(size=(n_rows, 3)).astype(np.float32)
     before = _fit_program._cache_size()
     for k in range(1, 11):
         res = gj.fit(KEY, X, k, covariance_type="diag", n_init=2, max_iter=3)
         assert res.params.weights.shape == (k,) and res.params.covariances.shape == (k, 3)
         np.testing.assert_allclose(float(res.params.weights.sum()), 1.0, rtol=1e-6)
         assert np.isfinite(gj.bic(res.params, X))
-    assert _fit_program._cache_size() - before <= 7
+    assert _fit_program._cache_size() - before <= programs
 
 
 def test_n_init_and_max_iter_changes_share_the_program(blobs):
