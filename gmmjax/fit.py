@@ -40,15 +40,17 @@ TINY_ELEMENTS = 1 << 17
 TINY_COMPONENTS = 16
 
 
-def component_bucket(n_rows: int, n_components: int, n_features: int) -> tuple[int, bool]:
+def component_bucket(n_rows: int, n_components: int, n_features: int, batched: bool = False
+                     ) -> tuple[int, bool]:
     """(components the compiled program holds, whether it masks by a live count) for a
-    K-component fit: for tiny problems max(16, bucket); when the padded problem is small, K
-    rounded up to the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (2^j and 3·2^j: at most 1/3 of
-    the components masked); else K exactly and no mask."""
+    K-component fit: for tiny problems max(16, bucket) (not ``batched``: under vmap the work is
+    multiplied by a batch size unknown here); when the padded problem is small, K rounded up to
+    the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (2^j and 3·2^j: at most 1/3 of the components
+    masked); else K exactly and no mask."""
     power = 1 << (n_components - 1).bit_length()
     padded = 3 * power // 4 if 3 * power // 4 >= n_components else power
     tiny = max(padded, TINY_COMPONENTS)
-    if n_rows * tiny * n_features <= TINY_ELEMENTS:
+    if not batched and n_rows * tiny * n_features <= TINY_ELEMENTS:
         return tiny, True
     if n_rows * padded * n_features <= K_BUCKET_ELEMENTS:
         return padded, True
@@ -159,10 +161,14 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     w = check_sample_weight(sample_weight, n, x.dtype)
     buckets = _missing.fit_buckets(x) if marginalize else None
     check_n_samples(w if buckets is None else _missing.informative_weight(x, w), n_components)
-    k_pad, masked = component_bucket(bucket_rows(n, None), n_components, d)
-    # small problems: every covariance type in the full layout, the type an operand (one
-    # program); not with missing values (diagonal types need no conditioning there)
-    shared = masked and d <= FULL_LAYOUT_MAX_FEATURES and buckets is None
+    traced_input = is_traced(x, w)         # e.g. under the user's vmap (fit_many) or jit
+    k_pad, masked = component_bucket(bucket_rows(n, None), n_components, d, traced_input)
+    # small eager problems: every covariance type in the full layout, the type an operand (one
+    # program); not under vmap/jit (the user's program is compiled anyway, and D² work per row
+    # would be multiplied by the batch), nor with missing values (diagonal types need no
+    # conditioning there)
+    shared = (masked and d <= FULL_LAYOUT_MAX_FEATURES and buckets is None
+              and not traced_input)
     program_type = "full" if shared else covariance_type
     init_params = None
     if init_name == "params":
