@@ -16,7 +16,7 @@ from .params import MixtureParams
 from .rows import auto_chunk_size, bucket_rows, pad_to  # noqa: F401  (re-exported)
 from .validation import (HostCentring, check_data, check_em_options, check_init_params,
                          check_key, check_n_samples, check_sample_weight, init_method_name,
-                         without_reverse_mode)
+                         warn_if_narrowed, without_reverse_mode)
 
 
 def _is_row_sharded(x) -> bool:
@@ -93,7 +93,8 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
 
     Args:
       key: PRNG key; restart i uses ``fold_in(key, i)`` (so restart 0 does not depend on n_init).
-      X: (N, D) data. float32 in -> float32 out; float64 (with x64 enabled) -> float64.
+      X: (N, D) data. JAX's dtype rule: float32 in -> float32 out; float64 -> float64 with x64
+        enabled, else computed in float32 (one UserWarning per process).
       n_components: K.
       covariance_type: "full", "tied", "diag" or "spherical".
       init: "kmeans" (Lloyd seeded by k-means++), "k-means++", "random", "random_from_data", or a
@@ -132,6 +133,7 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
         n_components, n_init, max_iter, tol, reg_covar, covariance_type, chunk_size)
     init_name = init_method_name(init)
     marginalize = _missing.check_missing(missing)
+    warn_if_narrowed(X, "fit")
     if mesh is not None or process_local or _is_row_sharded(X):
         if marginalize:
             raise ValueError(_missing.UNSUPPORTED.format(what="The sharded fit (mesh=...)"))
