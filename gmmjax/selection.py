@@ -104,8 +104,9 @@ class SelectionResult:
     (weighted) log-likelihood of the fitted params; n_parameters; lower_bound, n_iter,
     converged, status: of the best restart per cell. best_covariance_type,
     best_n_components, params: the winner (lowest criterion, ties -> first in sweep order).
-    all_params: {(covariance_type, K): MixtureParams} for every cell. estimator: a fitted
-    :class:`gmmjax.GaussianMixture` holding ``params`` (None if unavailable).
+    all_params: {(covariance_type, K): MixtureParams} for every cell (NumPy arrays of the
+    computation dtype). estimator: a fitted :class:`gmmjax.GaussianMixture` holding
+    ``params`` (None if unavailable).
     """
 
     criterion: str
@@ -195,7 +196,9 @@ def select_model(key: jax.Array, X, n_components: Sequence[int] = range(1, 11),
     (``sample_weight`` are frequency weights there; the fits depend only on their ratios).
 
     dtype: the estimators' rule (it returns one): float64 X (or any non-float32 X) is computed
-    in float64 under ``jax.enable_x64(True)`` scoped to this call, float32 stays float32.
+    in float64 under ``jax.enable_x64(True)`` scoped to this call, float32 stays float32; the
+    parameters come back as NumPy arrays of that dtype (outside the call, JAX would narrow
+    float64 arrays to float32 at their first operation).
 
     Requires ``reg_covar > 0`` (the masked components sit at covariance ``reg_covar``).
     Memory: the vmapped batch holds len(n_components)·n_init restarts with max K components each;
@@ -251,8 +254,8 @@ def select_model(key: jax.Array, X, n_components: Sequence[int] = range(1, 11),
                 table["ll"][i, j], table["lb"][i, j] = ll[j], lb[j]
                 table["bic"][i, j] = np.inf if failed else -2.0 * ll[j] + p * np.log(n_eff)
                 table["aic"][i, j] = np.inf if failed else -2.0 * ll[j] + 2.0 * p
-                all_params[(ct, k)] = centring.restore(live_components(
-                    jax.tree_util.tree_map(lambda a, j=j: a[j], host), k))
+                all_params[(ct, k)] = jax.tree_util.tree_map(np.asarray, centring.restore(
+                    live_components(jax.tree_util.tree_map(lambda a, j=j: a[j], host), k)))
         crit = table[criterion]
         if not np.isfinite(crit).any():
             raise RuntimeError("select_model: every fit failed (ill-defined covariances or "
@@ -266,7 +269,7 @@ def select_model(key: jax.Array, X, n_components: Sequence[int] = range(1, 11),
             bic=table["bic"], aic=table["aic"], log_likelihood=table["ll"], n_parameters=n_par,
             lower_bound=table["lb"], n_iter=n_iter, converged=status == Status.CONVERGED,
             status=status, best_covariance_type=best_ct, best_n_components=best_k,
-            params=jax.tree_util.tree_map(jnp.asarray, best), all_params=all_params)
+            params=best, all_params=all_params)
         if return_estimator:
             estimator = _fitted_estimator(result, n_init=n_init, init=init, max_iter=max_iter,
                                           tol=tol, reg_covar=reg_covar, n_features=d)
