@@ -185,9 +185,10 @@ def _allgather(arr: np.ndarray) -> np.ndarray:
 
 class _Scan:
     """First pass: row count, weighted sum, count of positive weights, largest chunk, and a
-    reservoir sample of rows (weights kept in float64)."""
+    reservoir sample of rows (its weights in ``weight_dtype``, default the rows' dtype)."""
 
-    def __init__(self, sample_size: int, rng: np.random.Generator):
+    def __init__(self, sample_size: int, rng: np.random.Generator, weight_dtype=None):
+        self.weight_dtype = weight_dtype
         self.n = 0
         self.n_positive = 0
         self.n_chunks = 0
@@ -205,7 +206,7 @@ class _Scan:
             self.d = x.shape[1]
             self.xsum = np.zeros(self.d)
             self.sx = np.zeros((self.sample_size, self.d), x.dtype)
-            self.sw = np.zeros((self.sample_size,), np.float64)
+            self.sw = np.zeros((self.sample_size,), self.weight_dtype or x.dtype)
         elif x.shape[1] != self.d:
             raise ValueError(f"chunks disagree on the number of features: {self.d} then "
                              f"{x.shape[1]}.")
@@ -371,7 +372,7 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
     # ---- first pass: shape, totals, reservoir sample
     t0 = time.perf_counter()
     first = chunks()
-    scan = _Scan(sample_size, _seed_from_key(key))
+    scan = _Scan(sample_size, _seed_from_key(key), weight_dtype=np.float64)
     out_dtype = None if dtype is None else np.dtype(jax.dtypes.canonicalize_dtype(dtype))
     scan_dtype = None
     for item in first:
