@@ -478,7 +478,6 @@ def fit_bayesian(key: jax.Array, X, n_components: int, *, covariance_type: str =
     n_components, n_init, max_iter, chunk_size = check_em_options(
         n_components, n_init, max_iter, tol, reg_covar, covariance_type, chunk_size)
     get_weight_prior(weight_concentration_prior_type)
-    warn_if_narrowed(X, "fit_bayesian")
     centring = HostCentring(X)           # float64 host data: centred before float32
     x = check_data(centring.data)
     n, d = x.shape
@@ -488,6 +487,7 @@ def fit_bayesian(key: jax.Array, X, n_components: int, *, covariance_type: str =
                  mean_precision_prior=mean_precision_prior, mean_prior=mean_prior,
                  degrees_of_freedom_prior=degrees_of_freedom_prior,
                  covariance_prior=covariance_prior)
+    warn_if_narrowed(X, "fit_bayesian")      # valid input, computed in float32
 
     if chunk_size is None:
         chunk_size = auto_chunk_size(n, n_components, d)

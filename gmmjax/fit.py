@@ -133,11 +133,11 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
         n_components, n_init, max_iter, tol, reg_covar, covariance_type, chunk_size)
     init_name = init_method_name(init)
     marginalize = _missing.check_missing(missing)
-    warn_if_narrowed(X, "fit")
     if mesh is not None or process_local or _is_row_sharded(X):
         if marginalize:
             raise ValueError(_missing.UNSUPPORTED.format(what="The sharded fit (mesh=...)"))
         from .distributed import fit_sharded
+        warn_if_narrowed(X, "fit")
         return fit_sharded(key, X, n_components, mesh=mesh, data_axis=data_axis,
                            restart_axis=restart_axis, process_local=process_local,
                            covariance_type=covariance_type, init_name=init_name, init=init,
@@ -150,6 +150,7 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     w = check_sample_weight(sample_weight, n, x.dtype)
     buckets = _missing.fit_buckets(x) if marginalize else None
     check_n_samples(w if buckets is None else _missing.informative_weight(x, w), n_components)
+    warn_if_narrowed(X, "fit")           # valid input, computed in float32
     # missing values: exact K, vmapped restarts (the K-bucket and restart-loop paths are not
     # wired to the missing-value statistics yet)
     k_pad, masked = ((n_components, False) if buckets is not None

@@ -109,14 +109,14 @@ def fit_many(key: jax.Array, datasets, n_components: int, *, sample_weights=None
                              else "."))
     if not isinstance(datasets, (np.ndarray, jax.Array)):
         datasets = list(datasets)
-    for x in datasets[:1] if isinstance(datasets, (np.ndarray, jax.Array)) else datasets:
-        warn_if_narrowed(x, "fit_many")
     X, W = pad_datasets(datasets, sample_weights)
     counts = np.asarray(jnp.sum(W > 0, axis=1))
     if counts.min() < n_components:
         b = int(np.argmin(counts))
         raise ValueError(f"Expected n_samples >= n_components but got n_components = "
                          f"{n_components}, n_samples = {int(counts[b])} (datasets[{b}])")
+    for x in datasets[:1] if isinstance(datasets, (np.ndarray, jax.Array)) else datasets:
+        warn_if_narrowed(x, "fit_many")      # valid input, computed in float32
     keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(X.shape[0]))
     init = fit_kwargs.pop("init", "kmeans")
     if isinstance(init, str) or np.ndim(init.weights) == 1:

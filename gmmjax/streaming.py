@@ -374,14 +374,14 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
     first = chunks()
     scan = _Scan(sample_size, _seed_from_key(key), weight_dtype=np.float64)
     out_dtype = None if dtype is None else np.dtype(jax.dtypes.canonicalize_dtype(dtype))
-    scan_dtype = None
+    scan_dtype, narrowed_by_default, raw = None, False, None
     for item in first:
         if scan_dtype is None:
             probe = item[0] if isinstance(item, tuple) else item
             raw = np.asarray(probe[:0]) if hasattr(probe, "dtype") else np.asarray(probe)
             if out_dtype is None:
                 out_dtype = float_dtype(raw)
-                warn_if_narrowed(raw, "fit_stream")
+                narrowed_by_default = HostCentring.narrows(raw.dtype, out_dtype)
             # 64-bit host numbers computed in float32: this pass keeps them in float64, the
             # EM passes centre every chunk on the stream's mean in float64 before narrowing it
             scan_dtype = (np.dtype(np.float64) if HostCentring.narrows(raw.dtype, out_dtype)
@@ -416,6 +416,8 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
     # only the weights' ratios matter: mean 1 over the positive ones (validation.unit_mean_weights
     # over the whole stream), applied in float64 on the host before the weights are narrowed
     weight_scale = float(totals[:, 1].sum()) / wsum
+    if narrowed_by_default:
+        warn_if_narrowed(raw, "fit_stream")      # valid chunks, computed in float32
     mean = totals[:, 2:].sum(0) / wsum
     centring = HostCentring.from_shift(mean) if info[:, 4].any() else None
     rows = int(chunk_size or info[:, 2].max())

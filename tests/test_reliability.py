@@ -201,27 +201,32 @@ def test_fit_bayesian_centres_float64_host_data(narrowed):
 
 def test_float64_computed_in_float32_warns_once(monkeypatch):
     """fit, fit_many, fit_stream and fit_bayesian keep JAX's dtype rule and say so once per
-    function (at the user's line); float32 input or x64 on: silent. K = 100 > N fails after the
-    check, so nothing compiles."""
+    function (at the user's line), for valid input only; float32 input or x64 on: silent. The
+    fits reuse the programs of the tests above (fit_stream's K = 100 > N fails after the first
+    pass: nothing compiles)."""
     monkeypatch.setattr(validation, "_NARROWED_WARNED", set())
-    calls = {"fit": lambda x: gj.fit(KEY, x, 100),
-             "fit_many": lambda x: gj.fit_many(KEY, [x, x[:50]], 100),
-             "fit_stream": lambda x: gj.fit_stream(KEY, _stream(x), 100),
-             "fit_bayesian": lambda x: gj.fit_bayesian(KEY, x, 100)}
+    calls = {"fit": lambda x: gj.fit(KEY, x, 2),
+             "fit_many": lambda x: gj.fit_many(KEY, [x, x[:50]], 2, covariance_type="diag"),
+             "fit_bayesian": lambda x: gj.fit_bayesian(KEY, x, 2, covariance_type="diag"),
+             "fit_stream": lambda x: gj.fit_stream(KEY, _stream(x), 100)}
     for name, call in calls.items():
         with pytest.warns(UserWarning, match=f"gmmjax.{name}: {NARROWED}") as record:
             for _ in range(2):
-                with pytest.raises(ValueError, match="n_samples"):
+                try:
                     call(X64)
+                except ValueError as e:         # fit_stream with K > N
+                    assert name == "fit_stream" and "n_samples" in str(e)
         assert len(record) == 1 and record[0].filename == __file__
     monkeypatch.setattr(validation, "_NARROWED_WARNED", set())
     with warnings.catch_warnings():
         warnings.filterwarnings("error", f".*{NARROWED}")
-        for call in calls.values():
-            with pytest.raises(ValueError, match="n_samples"):
-                call(X)
-            with jax.enable_x64(True), pytest.raises(ValueError, match="n_samples"):
-                call(X64)
+        with pytest.raises(ValueError, match="NaN"):     # bad input: its error, no warning
+            gj.fit(KEY, np.where(X64 > 4, np.nan, X64), 2)
+        for x in (X, X64):
+            with jax.enable_x64(x is X64):
+                assert gj.fit(KEY, x, 2).params.means.dtype == x.dtype
+                with pytest.raises(ValueError, match="n_samples"):
+                    gj.fit_stream(KEY, _stream(x), 100)
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
