@@ -182,13 +182,12 @@ def sklearn_env() -> dict:
 
 
 def gmmjax_env(home: str) -> dict:
-    """A new user: this HOME, gmmjax's cache switched on (GMMJAX_CACHE=1: off by default while
-    jax 0.10's executable serialisation can crash) in its default folder under HOME."""
+    """A new user: this HOME and nothing configured by hand (gmmjax's cache is on by default,
+    in its default folder under HOME)."""
     env = dict(os.environ, HOME=home)
-    for name in ("XDG_CACHE_HOME", "GMMJAX_CACHE_DIR", "GMMJAX_CACHE_MAX_MB",
+    for name in ("XDG_CACHE_HOME", "GMMJAX_CACHE", "GMMJAX_CACHE_DIR", "GMMJAX_CACHE_MAX_MB",
                  "JAX_COMPILATION_CACHE_DIR"):
         env.pop(name, None)
-    env["GMMJAX_CACHE"] = "1"
     return env
 
 

@@ -13,8 +13,8 @@ touched, so the user's programs are cached exactly as they configured.
 Where: ``$GMMJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/gmmjax``, else ``~/.cache/gmmjax``; inside,
 one folder per machine key (backend, device kind, platform version, CPU features, jax/jaxlib/Python
 versions, XLA_FLAGS, and a hash of gmmjax's own source, so any code change starts afresh).
-It is off unless ``GMMJAX_CACHE=1`` (see DEFAULT_ENABLED); ``GMMJAX_CACHE=0`` turns it off; ``GMMJAX_CACHE_MAX_MB`` bounds its size (default 512; the oldest
-used entries are evicted). A compiled program is code: folders are created 0700, and a folder or
+It is on by default; ``GMMJAX_CACHE=0`` turns it off; ``GMMJAX_CACHE_MAX_MB`` bounds its size
+(default 512; the oldest used entries are evicted). A compiled program is code: folders are created 0700, and a folder or
 file not owned by the user or writable by group/others is never read (a warning, once). A failed
 load (corrupt file, other CPU, other version) recompiles silently; a folder that cannot be written
 warns once and the package works without the cache.
@@ -23,6 +23,7 @@ warns once and the package works without the cache.
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import inspect
 import os
@@ -34,6 +35,8 @@ import tempfile
 import threading
 import time
 import warnings
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -41,13 +44,12 @@ from pathlib import Path
 
 import jax
 
-__all__ = ["CacheEvent", "cache_dir", "cached_jit", "clear", "configure", "events"]
+__all__ = ["CacheEvent", "cache_dir", "cached_jit", "clear", "clear_memory", "configure", "events"]
 
 DEFAULT_MAX_MB = 512
-# Off unless GMMJAX_CACHE=1: with jax 0.10.2, serialize_executable segfaulted (in persistent_id)
-# while storing some fit programs during a run of the test suite (scikit-learn's
-# test_multiple_init, fit_bayesian) — a crash of the user's process is worse than a recompile.
-DEFAULT_ENABLED = "0"
+# On unless GMMJAX_CACHE=0. (A segfault once blamed on serialize_executable was the process
+# running out of memory mappings after ~800 compiled programs: see MAP_PRESSURE.)
+DEFAULT_ENABLED = "1"
 _MAGIC = b"GMMJAXC1"
 _SUFFIX = ".gmmx"
 _OFF_VALUES = {"0", "false", "no", "off"}
@@ -356,6 +358,54 @@ def _static_ok(value) -> bool:
     return type(value) in _PLAIN     # exact types: their repr is their value
 
 
+# ---------------------------------------------------------------------- programs in memory
+
+# Programs one cached function keeps in memory (least recently used dropped first).
+MEMORY_PROGRAMS = 256
+# Each compiled CPU program maps its code in separate memory mappings (~80 for a fit program,
+# measured with jax 0.10.2); past Linux's vm.max_map_count (65,530 by default) XLA's compiler
+# segfaults. Above this fraction of the limit gmmjax drops the programs it holds in memory.
+MAP_PRESSURE = 0.5
+_instances: "weakref.WeakSet[_CachedJit]" = weakref.WeakSet()
+
+
+def clear_memory() -> None:
+    """Forget every gmmjax program held in memory in this process (disk entries are kept)."""
+    for fun in list(_instances):
+        fun.clear_cache()
+
+
+@functools.lru_cache(maxsize=1)
+def _map_limit() -> int | None:
+    try:
+        with open("/proc/sys/vm/max_map_count", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def map_count() -> int | None:
+    """Memory mappings of this process (Linux), or None where that cannot be read."""
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            return f.read().count(b"\n")
+    except OSError:
+        return None
+
+
+def relieve_map_pressure() -> bool:
+    """After a new program: if the process is near the kernel's limit on memory mappings, drop
+    gmmjax's programs held in memory (they are recompiled or reloaded when needed). -> dropped."""
+    limit, count = _map_limit(), None
+    if limit is not None:
+        count = map_count()
+    if count is None or count <= MAP_PRESSURE * limit:
+        return False
+    clear_memory()
+    gc.collect()
+    return True
+
+
 class _CachedJit:
     """The callable :func:`cached_jit` returns (wraps a ``jax.jit``; see the module docstring)."""
 
@@ -372,8 +422,9 @@ class _CachedJit:
             for name in static_argnames)
         self._static_pos = {pos for _, pos, _ in self._static if pos is not None}
         self._static_names = frozenset(static_argnames)
-        self._memory: dict = {}
+        self._memory: OrderedDict = OrderedDict()      # least recently used first
         functools.update_wrapper(self, fun)
+        _instances.add(self)
 
     def _cache_size(self) -> int:
         """Programs held in this process (cached path + plain-jit path), like jax.jit's."""
@@ -393,7 +444,7 @@ class _CachedJit:
         _ensure_configured()
         if ((_state.machine_dir is None and _machine_dir() is None)
                 or jax.config.jax_disable_jit):
-            return self._jitted(*args, **kwargs)
+            return self._plain(*args, **kwargs)
         statics = []
         for name, pos, default in self._static:
             if name in kwargs:
@@ -403,7 +454,7 @@ class _CachedJit:
             else:
                 value = default
             if not _static_ok(value):
-                return self._jitted(*args, **kwargs)
+                return self._plain(*args, **kwargs)
             statics.append(value)
         dyn_args = tuple(a for i, a in enumerate(args) if i not in self._static_pos)
         dyn_kwargs = {k: v for k, v in kwargs.items() if k not in self._static_names}
@@ -415,11 +466,12 @@ class _CachedJit:
                 continue
             aval = _leaf_key(leaf)
             if aval is None:
-                return self._jitted(*args, **kwargs)
+                return self._plain(*args, **kwargs)
             avals.append(aval)
         key = (tuple(statics), tree, tuple(avals), _trace_context())
         compiled = self._memory.get(key)
         if compiled is not None:
+            self._memory.move_to_end(key)
             return compiled(*dyn_args, **dyn_kwargs)
         start = time.perf_counter()
         path, text = self._entry_path(key)
@@ -436,9 +488,20 @@ class _CachedJit:
         self._done(key, compiled, kind, start)
         return compiled(*dyn_args, **dyn_kwargs)
 
+    def _plain(self, *args, **kwargs):
+        """The plain ``jax.jit`` call; a call that compiled a program checks the map count."""
+        size = self._jitted._cache_size()
+        out = self._jitted(*args, **kwargs)
+        if self._jitted._cache_size() != size:
+            relieve_map_pressure()
+        return out
+
     def _done(self, key, compiled, kind: str, start: float) -> None:
         self._memory[key] = compiled
+        if len(self._memory) > MEMORY_PROGRAMS:
+            self._memory.popitem(last=False)
         _state.events.append(CacheEvent(self._name, kind, time.perf_counter() - start))
+        relieve_map_pressure()
 
     def _entry_path(self, key) -> tuple[Path | None, str]:
         statics, tree, avals, config = key

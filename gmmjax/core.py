@@ -28,18 +28,20 @@ from .rows import LOCAL, Rows, weighted_mean
 def run_restart(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bound, *,
                 n_components: int, covariance_type: str, init: str, max_iter,
                 chunk_size: int | None, rows: Rows = LOCAL, capacity: int | None = None,
-                missing_buckets: tuple[int, ...] | None = None) -> LoopState:
+                missing_buckets: tuple[int, ...] | None = None, type_code=None) -> LoopState:
     """One restart on shifted rows: ``init_params`` (None: initialise with ``init`` from ``key``)
     then EM to convergence. ``n_live`` (None: all K) counts the live leading components;
     ``max_iter`` may be traced when ``capacity`` (the bound history's length) is given.
     ``missing_buckets``: x has NaN entries (missing values); the statistics pass is then
     :func:`gmmjax.missing.sufficient_statistics` and the initialisation sees column-mean-filled
-    rows."""
+    rows. ``type_code`` (traced; ``covariance_type`` "full"): the covariance type the
+    full-layout covariances are constrained to (one program for every type)."""
     mask = None if n_live is None else jnp.arange(n_components) < n_live
     if init_params is None:
         x_init = x if missing_buckets is None else missing.fill_missing(x, w, rows)
         params, ok = initialize(key, x_init, w, n_components, covariance_type, init, reg_covar,
-                                chunk_size, rows=rows, n_live=n_live, noise=noise)
+                                chunk_size, rows=rows, n_live=n_live, noise=noise,
+                                type_code=type_code)
     else:
         params, ok = init_params, jnp.array(True)
     zero = jnp.zeros_like(x[0])
@@ -47,9 +49,9 @@ def run_restart(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_boun
     def step(p):
         if missing_buckets is not None:
             stats = missing.sufficient_statistics(p, x, w, zero, chunk_size, missing_buckets)
-            return update_from_stats(rows.sum(stats), p, reg_covar, zero, mask)
+            return update_from_stats(rows.sum(stats), p, reg_covar, zero, mask, type_code)
         return em_step(p, x, w, reg_covar=reg_covar, chunk_size=chunk_size, shift=zero,
-                       mask=mask, rows=rows)
+                       mask=mask, rows=rows, type_code=type_code)
 
     return run_from(params, ok, step, max_iter, tol, x.dtype, prev_bound, capacity)
 
@@ -98,7 +100,7 @@ def fit_restarts(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bou
 
 
 def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bound, n_init,
-                        max_iter, *, restart_capacity: int, iter_capacity: int,
+                        max_iter, type_code=None, *, restart_capacity: int, iter_capacity: int,
                         **static) -> FitResult:
     """:func:`fit_restarts` with the restarts run one after another in a loop over a traced
     count ``n_init`` (and a traced ``max_iter``), keeping the best so far: one program for every
@@ -107,7 +109,8 @@ def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bou
     restart_status have ``restart_capacity`` entries (NaN / −1 past n_init), lower_bounds
     ``iter_capacity``."""
     w = unit_mean_weights(w)           # only the weights' ratios matter
-    shift = weighted_mean(x, w)
+    marginalize = static.get("missing_buckets") is not None
+    shift = missing.observed_mean(x, w) if marginalize else weighted_mean(x, w)
     xs = x - shift
     per_restart = init_params is not None and init_params.weights.ndim == 2
     if init_params is not None:
@@ -117,7 +120,8 @@ def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bou
         p = (jax.tree_util.tree_map(lambda a: a[i], init_params) if per_restart
              else init_params)
         return run_restart(jax.random.fold_in(key, i), xs, w, p, None, n_live, tol, reg_covar,
-                           prev_bound, max_iter=max_iter, capacity=iter_capacity, **static)
+                           prev_bound, max_iter=max_iter, capacity=iter_capacity,
+                           type_code=type_code, **static)
 
     # the restart is traced once, in the loop body (a second copy doubles the compile time);
     # the carry starts from a placeholder that restart 0 always replaces
@@ -142,7 +146,8 @@ def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bou
     result = FitResult(best.state.replace(means=best.state.means + shift), best.lower_bound,
                        best.history, best.n_iter, best.status == Status.CONVERGED, best.status,
                        bounds, status)
-    return input_status(result, x, w)
+    checked = jnp.where(jnp.isnan(x), 0.0, x) if marginalize else x    # NaN: missing, not bad
+    return input_status(result, checked, w)
 
 
 # --------------------------------------------------------------------------- padded components

@@ -14,6 +14,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -36,6 +37,11 @@ def _cholesky_from_precision(prec: jax.Array) -> jax.Array:
     """Upper U with prec = U Uᵀ: U = J chol(J P J) J, J the exchange matrix (sklearn #26415)."""
     flipped = jnp.flip(prec, axis=(-2, -1))
     return jnp.flip(jnp.linalg.cholesky(flipped), axis=(-2, -1))
+
+
+def _namespace(a):
+    """numpy for host arrays (no XLA compile), jax.numpy otherwise."""
+    return np if isinstance(a, np.ndarray) else jnp
 
 
 def _inverse_of_upper(u: jax.Array) -> jax.Array:
@@ -127,6 +133,15 @@ class CovarianceModel:
         """Broadcast a tied quantity to (K, ...); identity for the other types."""
         return cov_or_chol
 
+    def to_full_layout(self, a, n_components: int, n_features: int):
+        """Covariances or precision factors of this type as (..., K, D, D) matrices (NumPy in ->
+        NumPy out, so the host path compiles nothing)."""
+        raise NotImplementedError
+
+    def from_full_layout(self, a):
+        """Inverse of :meth:`to_full_layout` for matrices that hold this type's structure."""
+        raise NotImplementedError
+
     # Variational (Bayesian) pieces, used by gmmjax.bayesian.
     def component_shape(self, n_features: int) -> tuple[int, ...]:
         """Shape of one covariance (e.g. a covariance prior): (D, D), (D,) or ()."""
@@ -194,6 +209,12 @@ class Full(CovarianceModel):
 
     def precision_cholesky(self, cov):
         return _upper_cholesky_of_inverse(cov)
+
+    def to_full_layout(self, a, n_components, n_features):
+        return a
+
+    def from_full_layout(self, a):
+        return a
 
     def covariance_from_precision_cholesky(self, prec_chol):
         inv = _inverse_of_upper(prec_chol)
@@ -268,6 +289,13 @@ class Tied(Full):
     def per_component(self, cov_or_chol, n_components):
         return jnp.broadcast_to(cov_or_chol, (n_components,) + cov_or_chol.shape)
 
+    def to_full_layout(self, a, n_components, n_features):
+        xp = _namespace(a)
+        return xp.broadcast_to(a[..., None, :, :], a.shape[:-2] + (n_components,) + a.shape[-2:])
+
+    def from_full_layout(self, a):
+        return a[..., 0, :, :]
+
     def pool(self, values):
         return jnp.mean(values)
 
@@ -323,6 +351,12 @@ class Diag(CovarianceModel):
     def noise_transform(self, z, labels, prec_chol):
         return z / prec_chol[labels]
 
+    def to_full_layout(self, a, n_components, n_features):
+        return a[..., :, None] * _namespace(a).eye(n_features, dtype=a.dtype)
+
+    def from_full_layout(self, a):
+        return a.diagonal(axis1=-2, axis2=-1)
+
     def component_shape(self, n_features):
         return (n_features,)
 
@@ -367,11 +401,41 @@ class Spherical(Diag):
     def noise_transform(self, z, labels, prec_chol):
         return z / prec_chol[labels][:, None]
 
+    def to_full_layout(self, a, n_components, n_features):
+        return a[..., None, None] * _namespace(a).eye(n_features, dtype=a.dtype)
+
+    def from_full_layout(self, a):
+        return a[..., 0, 0]
+
     def component_shape(self, n_features):
         return ()
 
     def scale(self, stat, s):
         return s * stat
+
+
+# ---------------------------------------------------------------------- every type as "full"
+# Small problems run every covariance type in the full layout with the type as an OPERAND (one
+# compiled program for all four; see gmmjax.fit): the M-step then constrains the full covariance.
+
+TYPE_CODES = {"full": 0, "tied": 1, "diag": 2, "spherical": 3}
+
+
+def constrained_covariances(centred: jax.Array, nk: jax.Array, type_code) -> jax.Array:
+    """(K, D, D) covariances (without reg) of the type ``type_code`` (traced, see TYPE_CODES)
+    from a full centred scatter (K, D, D) and eps-floored nk (K,): full Σ_k = S_k/n_k; tied
+    Σ_j S_j / Σ_j n_j for every k; diag the diagonal of S_k/n_k; spherical its mean times I.
+    The same arithmetic as each type's own M-step, in the full layout."""
+    d = centred.shape[-1]
+    eye = jnp.eye(d, dtype=centred.dtype)
+    full = centred / nk[:, None, None]
+    tied = jnp.broadcast_to(jnp.sum(centred, axis=0) / jnp.sum(nk), full.shape)
+    variances = jnp.diagonal(full, axis1=-2, axis2=-1)                     # (K, D)
+    diag = variances[:, :, None] * eye
+    spherical = jnp.mean(variances, axis=-1)[:, None, None] * eye
+    cov = jnp.select([type_code == 0, type_code == 1, type_code == 2], [full, tied, diag],
+                     spherical)
+    return 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
 
 
 COVARIANCE_MODELS: dict[str, CovarianceModel] = {

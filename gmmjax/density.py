@@ -4,7 +4,7 @@ Few programs: ONE compiled evaluation program returns (log responsibilities, log
 serves ``log_prob``, ``predict``, ``predict_proba``, ``predict_log_proba`` and the estimators'
 ``score_samples``/``predict``/``predict_proba``/``score``/``bic``; ONE sampling program serves
 ``sample``. With concrete inputs (not under the user's jit/vmap/grad), rows are padded to coarse
-buckets (:func:`eval_rows`) and, for D ≤ ``FULL_FORM_MAX_FEATURES``, the parameters of every
+buckets (:func:`eval_rows`) and, for D ≤ ``FULL_LAYOUT_MAX_FEATURES``, the parameters of every
 covariance type are given in the "full" layout, so repeated calls of any size and all four
 covariance types share programs (each new program costs ~0.2-1 s to compile).
 """
@@ -19,13 +19,10 @@ from .compile_cache import cached_jit
 from .covariance import get_covariance_model
 from .fit import auto_chunk_size
 from . import missing as _missing
-from .params import MixtureParams
+from .params import FULL_LAYOUT_MAX_FEATURES, MixtureParams, to_full_layout
 from .stats import chunked_map, mixture_log_resp_and_norm
 from .validation import check_data, check_int, check_param_values, check_params
 
-# Up to this many features, diag/spherical/tied are evaluated as full matrices: one program for
-# all four types, at K·D² instead of K·D flops per row (immaterial for small D).
-FULL_FORM_MAX_FEATURES = 8
 EVAL_MIN_ROWS = 128     # smaller inputs share the 128-row program
 
 
@@ -44,25 +41,41 @@ def _traced(*trees) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
 
 
-def evaluation_params(params: MixtureParams, dtype=None) -> MixtureParams:
+# Evaluations of up to this many rows·K·D run with K padded to EVAL_COMPONENTS (or the next
+# power of two): one program serves a sweep over K (weight-0 components cost little here).
+EVAL_PAD_ELEMENTS = 1 << 18
+EVAL_COMPONENTS = 16
+
+
+def eval_components(n_rows: int, n_components: int, n_features: int) -> int:
+    """Components of the evaluation program for a concrete evaluation of ``n_rows`` rows:
+    K padded to max(16, next power of two) when the padded problem is small, else K."""
+    padded = max(EVAL_COMPONENTS, 1 << (n_components - 1).bit_length())
+    return padded if n_rows * padded * n_features <= EVAL_PAD_ELEMENTS else n_components
+
+
+def evaluation_params(params: MixtureParams, dtype=None, n_rows: int | None = None
+                      ) -> MixtureParams:
     """Concrete ``params`` as host numpy arrays in ``dtype``, in the "full" layout when D is at
-    most FULL_FORM_MAX_FEATURES (the same densities; one compiled program for every type)."""
+    most FULL_LAYOUT_MAX_FEATURES (the same densities; one compiled program for every type).
+    With ``n_rows`` (the padded rows to evaluate), K is also padded (:func:`eval_components`)
+    with weight-0 components: their log responsibilities are −inf; callers keep the first K
+    columns."""
     params = jax.device_get(params)
     dtype = np.dtype(dtype if dtype is not None else np.asarray(params.means).dtype)
-    weights, means, cov, chol = (np.asarray(a, dtype) for a in (
-        params.weights, params.means, params.covariances, params.precisions_cholesky))
-    k, d = means.shape
-    if params.covariance_type == "full" or d > FULL_FORM_MAX_FEATURES:
-        return MixtureParams(weights, means, cov, chol, params.covariance_type)
-    model = get_covariance_model(params.covariance_type)
-
-    def as_matrices(a):   # (K, D, D) from the type's per-component layout
-        per = np.asarray(model.per_component(a, k), dtype)
-        if per.ndim == 3:
-            return per
-        return np.eye(d, dtype=dtype) * per.reshape(k, -1)[:, :, None]
-
-    return MixtureParams(weights, means, as_matrices(cov), as_matrices(chol), "full")
+    params = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype), params)
+    k, d = params.means.shape
+    if d > FULL_LAYOUT_MAX_FEATURES:
+        return params
+    params = to_full_layout(params)
+    extra = 0 if n_rows is None else eval_components(n_rows, k, d) - k
+    if extra == 0:
+        return params
+    unit = np.broadcast_to(np.eye(d, dtype=dtype), (extra, d, d))
+    return MixtureParams(np.concatenate([params.weights, np.zeros(extra, dtype)]),
+                         np.concatenate([params.means, np.zeros((extra, d), dtype)]),
+                         np.concatenate([params.covariances, unit]),
+                         np.concatenate([params.precisions_cholesky, unit]), "full")
 
 
 @cached_jit(static_argnames=("chunk_size",))
@@ -76,14 +89,15 @@ def evaluate(params: MixtureParams, x: jax.Array, chunk_size: int | None = None)
 
 def evaluate_rows(params: MixtureParams, x, chunk_size: int | None = None):
     """:func:`evaluate` of concrete rows through the shared program: rows padded to
-    :func:`eval_rows`, parameters in :func:`evaluation_params` form. -> the padded outputs
-    (the first ``x.shape[0]`` rows are the answer; the caller slices, on the host if it can)."""
+    :func:`eval_rows`, parameters in :func:`evaluation_params` form (K padded too). -> the
+    padded outputs (the first ``x.shape[0]`` rows and K columns are the answer; the caller
+    slices, on the host if it can)."""
     x = np.asarray(x)
     n, d = x.shape
-    params = evaluation_params(params, x.dtype)
     if chunk_size is None:
         chunk_size = auto_chunk_size(n, params.n_components, d)
     rows = eval_rows(n, chunk_size)
+    params = evaluation_params(params, x.dtype, rows)
     if rows != n:
         x = np.concatenate([x, np.zeros((rows - n, d), x.dtype)])
     return evaluate(params, x, chunk_size)
@@ -122,7 +136,7 @@ def _evaluated(params: MixtureParams, X, chunk_size: int | None, missing: str = 
         return (*evaluate(params, x, chunk), True)
     n = x.shape[0]
     log_resp, norm = jax.device_get(evaluate_rows(params, np.asarray(x), chunk))
-    return log_resp[:n], norm[:n], False
+    return log_resp[:n, :params.n_components], norm[:n], False
 
 
 def _out(a: np.ndarray, traced: bool) -> jax.Array:

@@ -8,7 +8,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .covariance import get_covariance_model
+from .covariance import TYPE_CODES, constrained_covariances, get_covariance_model
 from .params import MixtureParams
 from .rows import LOCAL, Rows, weighted_mean
 from .stats import (SuffStats, chunked_map, mixture_log_resp_and_norm, resp_statistics,
@@ -59,8 +59,8 @@ def _unit_where_masked(model, cov: jax.Array, mask: jax.Array, n_features: int) 
 
 
 def params_from_stats(stats: SuffStats, centers: jax.Array, covariance_type: str, reg_covar,
-                      shift: jax.Array, mask: jax.Array | None = None, lone_weight=2.0
-                      ) -> tuple[MixtureParams, jax.Array]:
+                      shift: jax.Array, mask: jax.Array | None = None, lone_weight=2.0,
+                      type_code=None) -> tuple[MixtureParams, jax.Array]:
     """The M-step: parameters from statistics centred on ``centers`` (shifted frame). -> (params, ok).
 
     nk is floored with 10·eps as sklearn does, so an empty component keeps its centre and gets
@@ -68,7 +68,9 @@ def params_from_stats(stats: SuffStats, centers: jax.Array, covariance_type: str
     exactly 0 and the unit covariance, so the live ones are those of a K_live-component fit.
     A component collapsed onto identical rows (a variance at the rounding floor) is ill-defined
     when it holds at least ``lone_weight`` of weight (statistics per unit weight pass 0: always);
-    a lone sample instead gets the floor as its variance.
+    a lone sample instead gets the floor as its variance. ``type_code`` (traced, with
+    ``covariance_type`` "full"): the covariance type the full-layout covariances are constrained
+    to (:func:`gmmjax.covariance.constrained_covariances`).
     """
     model = get_covariance_model(covariance_type)
     nk = stats.nk + _eps(stats.nk.dtype)
@@ -76,7 +78,12 @@ def params_from_stats(stats: SuffStats, centers: jax.Array, covariance_type: str
     # Σ r (x−μ)(x−μ)ᵀ with μ = c + sx/ñ equals scatter − (2/ñ − n/ñ²)·sx sxᵀ.
     coef = (2.0 - stats.nk / nk) / nk
     centred = stats.scatter - model.outer(stats.sx, coef)
-    cov = model.add_reg(model.from_scatter(centred, nk), reg_covar)
+    if type_code is None:
+        cov = model.add_reg(model.from_scatter(centred, nk), reg_covar)
+        pooled_nk = model.pool(stats.nk) * (stats.nk.size // model.pool(stats.nk).size)
+    else:
+        cov = model.add_reg(constrained_covariances(centred, nk, type_code), reg_covar)
+        pooled_nk = jnp.where(type_code == TYPE_CODES["tied"], jnp.sum(stats.nk), stats.nk)
     means = centers + delta
     # A component collapsed onto identical rows has variance ~ (10·eps·|x|/n)², pure rounding
     # (from the nk floor), and may or may not come out exactly 0. Call any variance at that
@@ -86,7 +93,7 @@ def params_from_stats(stats: SuffStats, centers: jax.Array, covariance_type: str
     eps = jnp.finfo(cov.dtype).eps
     floor = 100 * eps * eps * jnp.max(means * means)
     # weight behind each covariance: nk, or all of it for a pooled (tied) one
-    lone = model.pool(stats.nk) * (stats.nk.size // model.pool(stats.nk).size) < lone_weight
+    lone = pooled_nk < lone_weight
     collapsed = jnp.any((model.variances(cov) <= floor).reshape(lone.shape + (-1,)), axis=-1)
     fix = (collapsed & lone).reshape(lone.shape + (1,) * (cov.ndim - lone.ndim))
     cov = jnp.where(fix, model.add_reg(jnp.zeros_like(cov), floor), cov)
@@ -120,30 +127,31 @@ def m_step(x: jax.Array, resp: jax.Array, covariance_type: str = "full", reg_cov
 
 
 def update_from_stats(stats: SuffStats, params: MixtureParams, reg_covar, shift: jax.Array,
-                      mask: jax.Array | None = None):
+                      mask: jax.Array | None = None, type_code=None):
     """The M-step after a statistics pass under ``params``: (new params, mean log-likelihood of
     ``params``, ok), the ``step`` contract of :func:`run_loop`."""
     new, ok = params_from_stats(stats, params.means - shift, params.covariance_type, reg_covar,
-                                shift, mask)
+                                shift, mask, type_code=type_code)
     return new, stats.loglik / stats.weight, ok
 
 
 def em_step(params: MixtureParams, x: jax.Array, sample_weight: jax.Array | None = None, *,
             reg_covar=1e-6, chunk_size: int | None = None, shift: jax.Array | None = None,
-            mask: jax.Array | None = None, rows: Rows = LOCAL):
+            mask: jax.Array | None = None, rows: Rows = LOCAL, type_code=None):
     """One E+M step. Returns (new params, mean log-likelihood of ``params``, ok).
 
     The log-likelihood is that of the *input* params (sklearn's lower bound convention).
     ``shift`` (D,) is a numerical centre for the statistics (default: the weighted data mean).
-    ``mask`` (K,) marks live components (see :func:`params_from_stats`); ``rows`` says how the
-    statistics are summed over rows (one device, or ``psum`` inside ``shard_map``).
+    ``mask`` (K,) marks live components, ``type_code`` constrains full-layout covariances (see
+    :func:`params_from_stats`); ``rows`` says how the statistics are summed over rows (one
+    device, or ``psum`` inside ``shard_map``).
     """
     w = jnp.ones(x.shape[0], x.dtype) if sample_weight is None else jnp.asarray(sample_weight,
                                                                                  x.dtype)
     if shift is None:
         shift = weighted_mean(x, w, rows)
     stats = rows.sum(sufficient_statistics(params, x, w, shift, chunk_size))
-    return update_from_stats(stats, params, reg_covar, shift, mask)
+    return update_from_stats(stats, params, reg_covar, shift, mask, type_code)
 
 
 class LoopState(NamedTuple):

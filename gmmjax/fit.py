@@ -7,16 +7,18 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import missing as _missing
 from .compile_cache import cached_jit
 from .core import fit_restarts, fit_restarts_looped, live_components, pad_components
 from .em import FitResult, best_restart  # noqa: F401  (best_restart: re-exported)
-from .params import MixtureParams
+from .covariance import TYPE_CODES
+from .params import FULL_LAYOUT_MAX_FEATURES, MixtureParams, from_full_layout, to_full_layout
 from .rows import auto_chunk_size, bucket_rows, pad_to  # noqa: F401  (re-exported)
 from .validation import (HostCentring, check_data, check_em_options, check_init_params,
                          check_key, check_n_samples, check_sample_weight, init_method_name,
-                         warn_if_narrowed, without_reverse_mode)
+                         is_traced, warn_if_narrowed, without_reverse_mode)
 
 
 def _is_row_sharded(x) -> bool:
@@ -63,22 +65,23 @@ RESTART_CAPACITY, ITER_CAPACITY = 16, 128     # n_init ≤ 16 and max_iter ≤ 1
 @functools.partial(cached_jit, static_argnames=("n_components", "covariance_type", "init", "n_init",
                                                 "max_iter", "chunk_size", "missing_buckets"))
 def _fit_program(key, x, w, init_params, tol, reg_covar, prev_bound=None, n_live=None,
-                 counts=None, *, n_components, covariance_type, init, n_init, max_iter,
-                 chunk_size, missing_buckets=None):
+                 counts=None, type_code=None, *, n_components, covariance_type, init, n_init,
+                 max_iter, chunk_size, missing_buckets=None):
     """The fit program. ``counts`` None: ``n_init`` vmapped restarts. ``counts`` = (n_init,
     max_iter) traced: restarts in a loop, the static n_init / max_iter being capacities.
-    ``missing_buckets``: rows with NaN entries (vmapped restarts only)."""
+    ``type_code`` (traced, covariance_type "full"): the covariance type, as an operand.
+    ``missing_buckets``: rows with NaN entries."""
     if missing_buckets is not None:   # rows with NaN: sorted by their count (few slots per chunk)
         x, w, _ = _missing.sort_by_missing(x, w)
     static = dict(n_components=n_components, covariance_type=covariance_type, init=init,
-                  chunk_size=chunk_size)
+                  chunk_size=chunk_size, missing_buckets=missing_buckets)
     if counts is not None:
         return fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bound,
-                                   *counts, restart_capacity=n_init, iter_capacity=max_iter,
-                                   **static)
+                                   *counts, type_code, restart_capacity=n_init,
+                                   iter_capacity=max_iter, **static)
     return fit_restarts(key, x, w, init_params, None, n_live, tol, reg_covar, prev_bound,
                         restart_ids=jnp.arange(n_init), max_iter=max_iter,
-                        missing_buckets=missing_buckets, **static)
+                        type_code=type_code, **static)
 
 
 def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
@@ -151,38 +154,49 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     buckets = _missing.fit_buckets(x) if marginalize else None
     check_n_samples(w if buckets is None else _missing.informative_weight(x, w), n_components)
     warn_if_narrowed(X, "fit")           # valid input, computed in float32
-    # missing values: exact K, vmapped restarts (the K-bucket and restart-loop paths are not
-    # wired to the missing-value statistics yet)
-    k_pad, masked = ((n_components, False) if buckets is not None
-                     else component_bucket(bucket_rows(n, None), n_components, d))
+    k_pad, masked = component_bucket(bucket_rows(n, None), n_components, d)
+    # small problems: every covariance type in the full layout, the type an operand (one
+    # program); not with missing values (diagonal types need no conditioning there)
+    shared = masked and d <= FULL_LAYOUT_MAX_FEATURES and buckets is None
+    program_type = "full" if shared else covariance_type
     init_params = None
     if init_name == "params":
         check_init_params(init, covariance_type, n_components, d, n_init)
         init_params = pad_components(centring.params(init).astype(x.dtype), k_pad)
+        if shared:
+            init_params = to_full_layout(init_params)
     if chunk_size is None:
         chunk_size = auto_chunk_size(n, k_pad, d)
     x, w = pad_to(x, w, bucket_rows(n, chunk_size))
     prev_bound = (None if initial_lower_bound is None
                   else jnp.asarray(initial_lower_bound, x.dtype))
-    n_live = jnp.asarray(n_components, jnp.int32) if masked else None
+    n_live = np.int32(n_components) if masked else None
+    type_code = np.int32(TYPE_CODES[covariance_type]) if shared else None
     counts, n_cap, iter_cap = None, n_init, max_iter
-    if restarts_in_a_loop() and buckets is None:
-        counts = (jnp.asarray(n_init, jnp.int32), jnp.asarray(max_iter, jnp.int32))
+    if restarts_in_a_loop():
+        counts = (np.int32(n_init), np.int32(max_iter))
         n_cap, iter_cap = _capacity(n_init, RESTART_CAPACITY), _capacity(max_iter, ITER_CAPACITY)
         if init_params is not None and init_params.weights.ndim == 2:
             init_params = jax.tree_util.tree_map(lambda a: jnp.concatenate(
                 [a, jnp.broadcast_to(a[-1:], (n_cap - n_init,) + a.shape[1:])]), init_params)
-    program = functools.partial(_fit_program, n_components=k_pad,
-                                covariance_type=covariance_type, init=init_name, n_init=n_cap,
-                                max_iter=iter_cap, chunk_size=chunk_size, missing_buckets=buckets)
+    program = functools.partial(_fit_program, n_components=k_pad, covariance_type=program_type,
+                                init=init_name, n_init=n_cap, max_iter=iter_cap,
+                                chunk_size=chunk_size, missing_buckets=buckets)
     res = without_reverse_mode(program, check_key(key), x, w, init_params,
                                jnp.asarray(tol, x.dtype), jnp.asarray(reg_covar, x.dtype),
-                               prev_bound, n_live, counts)
+                               prev_bound, n_live, counts, type_code)
+    traced = is_traced(*jax.tree_util.tree_leaves(res))
+    if not traced:      # slice and reshape on the host: nothing to compile per K or n_init
+        res = jax.device_get(res)
 
-    def first(a, n):       # host-side slice of a capacity-sized output (skipped when exact)
+    def first(a, n):       # a capacity-sized output cut to its first n entries
         return a if a.shape[0] == n else a[:n]
 
-    return res._replace(params=centring.restore(live_components(res.params, n_components)),
-                        lower_bounds=first(res.lower_bounds, max_iter),
-                        restart_lower_bounds=first(res.restart_lower_bounds, n_init),
-                        restart_status=first(res.restart_status, n_init))
+    params = res.params
+    if shared:
+        params = from_full_layout(params, covariance_type)
+    res = res._replace(params=centring.restore(live_components(params, n_components)),
+                       lower_bounds=first(res.lower_bounds, max_iter),
+                       restart_lower_bounds=first(res.restart_lower_bounds, n_init),
+                       restart_status=first(res.restart_status, n_init))
+    return res if traced else jax.device_put(res)

@@ -192,16 +192,17 @@ def resp_stats(x: jax.Array, w: jax.Array, resp: jax.Array, covariance_type: str
 
 def initialize(key: jax.Array, x: jax.Array, w: jax.Array, n_components: int, covariance_type: str,
                method: str = "kmeans", reg_covar=1e-6, chunk_size: int | None = None, *,
-               rows: Rows = LOCAL, n_live=None, noise=None):
+               rows: Rows = LOCAL, n_live=None, noise=None, type_code=None):
     """Initial MixtureParams for one restart (sklearn's ``_initialize``). Returns (params, ok).
 
     For "random_from_data" and "k-means++" the components start as point masses on the chosen rows
     (covariance ``reg_covar``) as in sklearn; unlike sklearn the weights are normalised to sum to 1
     and the tied covariance is also ``reg_covar`` (sklearn's tied formula assumes full rows).
-    ``rows``, ``n_live``, ``noise``: see the module docstring and :func:`initial_responsibilities`.
+    ``rows``, ``n_live``, ``noise``: see the module docstring and :func:`initial_responsibilities`;
+    ``type_code``: see :func:`gmmjax.em.params_from_stats`.
     """
     resp = initial_responsibilities(key, x, w, n_components, method, chunk_size, rows=rows,
                                     n_live=n_live, noise=noise)
     stats, centers = resp_stats(x, w, resp, covariance_type, chunk_size, rows)
     return params_from_stats(stats, centers, covariance_type, reg_covar, jnp.zeros_like(x[0]),
-                             _live_mask(n_components, n_live))
+                             _live_mask(n_components, n_live), type_code=type_code)

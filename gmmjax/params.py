@@ -52,6 +52,30 @@ jax.tree_util.register_dataclass(
 )
 
 
+# Up to this many features every covariance type can be held in the "full" layout: one compiled
+# program serves all four types (K·D² instead of K·D flops per row: immaterial for small D).
+FULL_LAYOUT_MAX_FEATURES = 8
+
+
+def to_full_layout(params: MixtureParams) -> MixtureParams:
+    """The same mixture with covariances and factors as (..., K, D, D) matrices and
+    covariance_type "full" (NumPy leaves stay NumPy: nothing is compiled on the host path)."""
+    model = get_covariance_model(params.covariance_type)
+    k, d = params.means.shape[-2:]
+    return MixtureParams(params.weights, params.means,
+                         model.to_full_layout(params.covariances, k, d),
+                         model.to_full_layout(params.precisions_cholesky, k, d), "full")
+
+
+def from_full_layout(params: MixtureParams, covariance_type: str) -> MixtureParams:
+    """Inverse of :func:`to_full_layout`: full-layout matrices that hold ``covariance_type``'s
+    structure (as a constrained fit produces them) in that type's own layout."""
+    model = get_covariance_model(covariance_type)
+    return MixtureParams(params.weights, params.means,
+                         model.from_full_layout(params.covariances),
+                         model.from_full_layout(params.precisions_cholesky), covariance_type)
+
+
 def _valid_factor(prec_chol: jax.Array, ok, covariance_type: str, source: str) -> jax.Array:
     """``prec_chol`` when ``ok`` and its diagonal is finite and positive. Concrete input: else a
     ValueError; traced input (values unknown): else a NaN factor, so every density computed from

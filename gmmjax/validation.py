@@ -221,8 +221,9 @@ class HostCentring:
             return means
         if is_traced(means):
             return means + jnp.asarray(self.shift, means.dtype)
-        dtype = np.asarray(means).dtype
-        return jnp.asarray((np.asarray(means, np.float64) + self.shift).astype(dtype))
+        host = np.asarray(means)
+        host = (host.astype(np.float64) + self.shift).astype(host.dtype)
+        return host if isinstance(means, np.ndarray) else jnp.asarray(host)   # host: no compile
 
     def params(self, params: MixtureParams) -> MixtureParams:
         return params if self.shift is None else params.replace(

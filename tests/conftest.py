@@ -13,7 +13,7 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 # persists across runs like JAX's test cache below (entries are keyed by gmmjax's source hash).
 os.environ["GMMJAX_CACHE_DIR"] = os.environ.get(
     "GMMJAX_TEST_CACHE_DIR", "/tmp/gmmjax-test-jax-cache") + f"-gmmjax-{os.getuid()}"
-os.environ.pop("GMMJAX_CACHE", None)     # the default (off); tests of the cache switch it on
+os.environ.pop("GMMJAX_CACHE", None)     # the default (on), in the test folder above
 
 import jax  # noqa: E402
 import numpy as np
@@ -64,3 +64,18 @@ if os.environ.get("GMMJAX_TEST_JAX_CACHE") == "1":
     jax.config.update("jax_compilation_cache_dir",
                       os.environ.get("GMMJAX_TEST_CACHE_DIR", "/tmp/gmmjax-test-jax-cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+# Every compiled CPU program holds its own memory mappings (~80 for a fit program); a worker that
+# runs hundreds of tests reaches Linux's vm.max_map_count (65,530) and XLA's compiler segfaults
+# ("node down" in CI). Past half the limit, drop every compiled program (JAX's and gmmjax's).
+@pytest.fixture(autouse=True)
+def _release_compiled_programs():
+    yield
+    from gmmjax import compile_cache
+    limit, count = compile_cache._map_limit(), compile_cache.map_count()
+    if limit is not None and count is not None and count > compile_cache.MAP_PRESSURE * limit:
+        jax.clear_caches()
+        compile_cache.clear_memory()
+        import gc
+        gc.collect()

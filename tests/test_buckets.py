@@ -41,13 +41,14 @@ def test_bucketed_equals_unbucketed(x64, blobs, covariance_type, monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_given_params_are_padded(x64, blobs, monkeypatch):
-    """Initial params of K = 5 are padded with a masked component (unit covariance) and give
-    the unpadded fit."""
-    start = gj.fit(KEY, blobs, 5, max_iter=1).params
-    padded = gj.fit(KEY, blobs, 5, init=start, tol=1e-8)
+def test_given_params_are_padded(x64, blobs, covariance_type, monkeypatch):
+    """Initial params of K = 5 of each type are padded with a masked component (unit
+    covariance), held in the full layout, and give the unpadded fit of the type's own program."""
+    start = gj.fit(KEY, blobs, 5, covariance_type=covariance_type, max_iter=1).params
+    padded = gj.fit(KEY, blobs, 5, init=start, tol=1e-8, covariance_type=covariance_type)
     monkeypatch.setattr(fit_module, "K_BUCKET_ELEMENTS", 0)
-    exact = gj.fit(KEY, blobs, 5, init=start, tol=1e-8)
+    exact = gj.fit(KEY, blobs, 5, init=start, tol=1e-8, covariance_type=covariance_type)
+    assert padded.params.covariance_type == exact.params.covariance_type == covariance_type
     np.testing.assert_array_equal(padded.n_iter, exact.n_iter)
     for a, b in zip(jax.tree_util.tree_leaves(padded), jax.tree_util.tree_leaves(exact)):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
@@ -81,3 +82,17 @@ def test_n_init_and_max_iter_changes_share_the_program(blobs):
     assert longer.lower_bounds.shape == (60,)
     assert float(three.restart_lower_bounds[0]) == float(one.lower_bound)
     assert float(three.lower_bound) == float(np.max(three.restart_lower_bounds))
+
+
+def test_covariance_types_share_one_program(blobs):
+    """Small problems hold every covariance type in the full layout with the type as an operand:
+    the four types compile one program, and each comes back in its own layout."""
+    X = blobs[:100].astype(np.float32)         # a row bucket no other test uses
+    shapes = {"full": (2, 3, 3), "tied": (3, 3), "diag": (2, 3), "spherical": (2,)}
+    before = _fit_program._cache_size()
+    for covariance_type, shape in shapes.items():
+        res = gj.fit(KEY, X, 2, covariance_type=covariance_type, n_init=2)
+        assert res.params.covariance_type == covariance_type
+        assert res.params.covariances.shape == res.params.precisions_cholesky.shape == shape
+        assert isinstance(res.params.means, jax.Array)
+    assert _fit_program._cache_size() == before + 1

@@ -226,3 +226,47 @@ def test_import_is_light_and_lazy():
             "assert callable(fit) and 'sklearn' in sys.modules; "
             "assert all(getattr(gmmjax, n) is not None for n in gmmjax.__all__)")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+
+def _own_function():
+    """A cached function of its own (jax.jit's in-memory cache is shared per Python function)."""
+    def cube_plus(x, y, scale=2.0, *, power):
+        return scale * x ** power + y + 0 * jnp.float32(_SESSION)
+    return cached_jit(cube_plus, static_argnames=("power", "scale"))
+
+
+def test_memory_keeps_the_most_recently_used_programs(cache, monkeypatch):
+    monkeypatch.setattr(compile_cache, "MEMORY_PROGRAMS", 2)
+    f = _own_function()
+    xs = [jnp.arange(float(n)) for n in (2, 3, 4)]
+    for x in xs:
+        f(x, 1.0, power=2)
+    f(xs[1], 1.0, power=2)                          # used again: the most recent
+    assert f._cache_size() == 2
+    n = len(compile_cache.events())
+    f(xs[1], 1.0, power=2)                          # still in memory: no event
+    f(xs[0], 1.0, power=2)                          # dropped: read back from disk
+    assert _new_events(n) == ["load"]
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_programs_are_dropped_near_the_mapping_limit(tmp_path, monkeypatch, cached):
+    """Near vm.max_map_count (each compiled CPU program holds memory mappings, and XLA's compiler
+    crashes past the limit), a call that built a program drops every gmmjax program in memory;
+    results stay right and the next call rebuilds or reloads."""
+    if compile_cache.map_count() is None or compile_cache._map_limit() is None:
+        pytest.skip("no /proc: the mapping count cannot be read")
+    compile_cache.configure(tmp_path / "cache", enabled=cached)
+    try:
+        f, g = _own_function(), _own_function()
+        x = jnp.arange(3.0)
+        g(x, 1.0, power=3)
+        assert g._cache_size() == 1
+        monkeypatch.setattr(compile_cache, "MAP_PRESSURE", 0.0)     # always "near the limit"
+        np.testing.assert_allclose(f(x, 1.0, power=2), [1.0, 3.0, 9.0])
+        assert f._cache_size() == g._cache_size() == 0
+        monkeypatch.setattr(compile_cache, "MAP_PRESSURE", 1.0)
+        np.testing.assert_allclose(f(x, 1.0, power=2), [1.0, 3.0, 9.0])
+        assert f._cache_size() == 1
+    finally:
+        compile_cache.configure()

@@ -292,7 +292,8 @@ class BaseMixtureEstimator(DensityMixin, BaseEstimator):
             x = np.asarray(X, dtype)
             x = jax.device_put(np.concatenate([x, np.zeros((eval_rows(n) - n, x.shape[1]), dtype)]))
             log_resp, norm = self._log_resp_and_norm(x)
-            return (np.asarray(log_resp, dtype)[:n], np.asarray(norm, dtype)[:n])
+            k = len(self.weights_)      # the program's K may be padded (weight-0 columns)
+            return (np.asarray(log_resp, dtype)[:n, :k], np.asarray(norm, dtype)[:n])
 
     def _labels(self, X: np.ndarray) -> np.ndarray:
         log_resp, _ = self._evaluate_validated(X)

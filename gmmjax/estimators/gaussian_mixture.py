@@ -267,7 +267,7 @@ class GaussianMixture(BaseMixtureEstimator):
             return evaluate_missing(self._get_state().astype(x.dtype), x, (0, 1), chunk_size=chunk)
         params = MixtureParams(self.weights_, self.means_, self.covariances_,
                                self.precisions_cholesky_, self.covariance_type)
-        return evaluate(evaluation_params(params, x.dtype), x, chunk)
+        return evaluate(evaluation_params(params, x.dtype, x.shape[0]), x, chunk)
 
     def _finite_check(self):
         return "allow-nan" if self.missing == "marginalize" else True
