@@ -36,8 +36,8 @@ from .params import MixtureParams
 from .rows import auto_chunk_size, bucket_rows, pad_to
 from .stats import (SuffStats, chunked_map, chunked_sum, component_log_prob, log_resp_and_norm,
                     responsibility_stats)
-from .validation import (check_data, check_em_options, check_n_samples, check_sample_weight,
-                         is_traced)
+from .validation import (HostCentring, check_data, check_em_options, check_n_samples,
+                         check_sample_weight, is_traced, warn_if_narrowed)
 
 HIGHEST = jax.lax.Precision.HIGHEST
 LOG_2 = math.log(2.0)
@@ -452,7 +452,9 @@ def fit_bayesian(key: jax.Array, X, n_components: int, *, covariance_type: str =
 
     Args:
       key: PRNG key; restart i uses ``fold_in(key, i)``.
-      X: (N, D) data; float32 in -> float32 out, float64 (x64 enabled) -> float64.
+      X: (N, D) data. JAX's dtype rule: float32 in -> float32 out; float64 -> float64 with x64
+        enabled, else computed in float32 (one UserWarning per process), centred in float64 on
+        the host first so that offset data keep their precision.
       n_components: K, the truncation level; unneeded components get weights near 0.
       covariance_type: "full", "tied", "diag" or "spherical".
       weight_concentration_prior_type: "dirichlet_process" or "dirichlet_distribution".
@@ -464,7 +466,9 @@ def fit_bayesian(key: jax.Array, X, n_components: int, *, covariance_type: str =
         of initial responsibilities (or (n_init, N, K)), or a :class:`BayesianParams` posterior
         to continue from (a warm start; optionally with a leading n_init axis).
       n_init, max_iter, tol, reg_covar: as sklearn; ``tol`` is absolute on the total ELBO.
-      sample_weight: (N,) frequency weights; zero-weight rows are padding.
+      sample_weight: (N,) frequency weights (a row of weight 2 counts as two rows; so unlike
+        :func:`gmmjax.fit`, their scale matters: it sets the data's weight against the priors);
+        zero-weight rows are padding.
       chunk_size: rows per chunk of the E-step statistics (None: automatic).
       initial_lower_bound: the bound the first iteration is compared with (a warm start passes
         the previous fit's final bound, so it can converge at iteration 1 as in sklearn).
@@ -474,7 +478,8 @@ def fit_bayesian(key: jax.Array, X, n_components: int, *, covariance_type: str =
     n_components, n_init, max_iter, chunk_size = check_em_options(
         n_components, n_init, max_iter, tol, reg_covar, covariance_type, chunk_size)
     get_weight_prior(weight_concentration_prior_type)
-    x = check_data(X)
+    centring = HostCentring(X)           # float64 host data: centred before float32
+    x = check_data(centring.data)
     n, d = x.shape
     w = check_sample_weight(sample_weight, n, x.dtype)
     check_n_samples(w, n_components)
@@ -482,6 +487,7 @@ def fit_bayesian(key: jax.Array, X, n_components: int, *, covariance_type: str =
                  mean_precision_prior=mean_precision_prior, mean_prior=mean_prior,
                  degrees_of_freedom_prior=degrees_of_freedom_prior,
                  covariance_prior=covariance_prior)
+    warn_if_narrowed(X, "fit_bayesian")      # valid input, computed in float32
 
     if chunk_size is None:
         chunk_size = auto_chunk_size(n, n_components, d)
@@ -501,7 +507,7 @@ def fit_bayesian(key: jax.Array, X, n_components: int, *, covariance_type: str =
         if np.ndim(init.means) == 3 and np.shape(init.means)[0] != n_init:
             raise ValueError(f"init posterior carries {np.shape(init.means)[0]} restarts; "
                              f"n_init={n_init}.")
-        init_value = init.astype(x.dtype)
+        init_value = init.replace(means=centring.into_frame(init.means)).astype(x.dtype)
     elif isinstance(init, str):
         if init not in INIT_METHODS:
             raise ValueError(f"Unknown init {init!r}; expected one of {list(INIT_METHODS)}, an "
@@ -527,16 +533,23 @@ def fit_bayesian(key: jax.Array, X, n_components: int, *, covariance_type: str =
         return jnp.reshape(jnp.asarray(v, x.dtype), shape), jnp.array(True)
 
     prior_args = BayesianPriors(
-        given(weight_concentration_prior), given(mean_precision_prior), given(mean_prior, (d,)),
+        given(weight_concentration_prior), given(mean_precision_prior),
+        given(None if mean_prior is None else centring.into_frame(mean_prior), (d,)),
         given(degrees_of_freedom_prior),
         given(covariance_prior, get_covariance_model(covariance_type).component_shape(d)))
     prev_bound = None if initial_lower_bound is None else jnp.asarray(initial_lower_bound,
                                                                       x.dtype)
-    return _bayesian_program(key, x, w, init_value, prior_args, jnp.asarray(tol, x.dtype),
-                             jnp.asarray(reg_covar, x.dtype), prev_bound,
-                             n_components=n_components, covariance_type=covariance_type,
-                             weight_type=weight_concentration_prior_type, init=init_name,
-                             n_init=n_init, max_iter=max_iter, chunk_size=chunk_size)
+    result = _bayesian_program(key, x, w, init_value, prior_args, jnp.asarray(tol, x.dtype),
+                               jnp.asarray(reg_covar, x.dtype), prev_bound,
+                               n_components=n_components, covariance_type=covariance_type,
+                               weight_type=weight_concentration_prior_type, init=init_name,
+                               n_init=n_init, max_iter=max_iter, chunk_size=chunk_size)
+    if centring.shift is None:
+        return result
+    back = centring.to_data_frame
+    return result._replace(params=centring.restore(result.params),
+                           posterior=result.posterior.replace(means=back(result.posterior.means)),
+                           priors=result.priors._replace(mean=back(result.priors.mean)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from .covariance import get_covariance_model
 from .fit import auto_chunk_size
 from . import missing as _missing
 from .params import FULL_LAYOUT_MAX_FEATURES, MixtureParams, to_full_layout
-from .stats import chunked_map, log_resp_and_norm, weighted_log_prob
+from .stats import chunked_map, mixture_log_resp_and_norm
 from .validation import check_data, check_int, check_param_values, check_params
 
 EVAL_MIN_ROWS = 128     # smaller inputs share the 128-row program
@@ -83,7 +83,7 @@ def evaluate(params: MixtureParams, x: jax.Array, chunk_size: int | None = None)
     """(log responsibilities (N, K), log density (N,)) of rows ``x``, chunked. The one
     evaluation program (use it under jit; on the host prefer :func:`evaluate_rows`)."""
     shift = jnp.mean(params.means, axis=0)
-    return chunked_map(lambda xc: log_resp_and_norm(weighted_log_prob(params, xc, shift)), x,
+    return chunked_map(lambda xc: mixture_log_resp_and_norm(params, xc, shift), x,
                        chunk_size)
 
 

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 from .covariance import TYPE_CODES, constrained_covariances, get_covariance_model
 from .params import MixtureParams
 from .rows import LOCAL, Rows, weighted_mean
-from .stats import (SuffStats, chunked_map, log_resp_and_norm, resp_statistics,
-                    sufficient_statistics, weighted_log_prob)
+from .stats import (SuffStats, chunked_map, mixture_log_resp_and_norm, resp_statistics,
+                    sufficient_statistics)
 
 
 class Status(enum.IntEnum):
@@ -110,7 +110,7 @@ def params_from_stats(stats: SuffStats, centers: jax.Array, covariance_type: str
 
 def e_step(params: MixtureParams, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """sklearn's E-step: (mean log-likelihood, log responsibilities (N, K))."""
-    log_resp, norm = log_resp_and_norm(weighted_log_prob(params, x, shift=params.means.mean(0)))
+    log_resp, norm = mixture_log_resp_and_norm(params, x, shift=params.means.mean(0))
     return jnp.mean(norm), log_resp
 
 
@@ -235,5 +235,5 @@ def best_restart(lower_bounds: jax.Array, status: jax.Array) -> jax.Array:
 def score_rows(params: MixtureParams, x: jax.Array, chunk_size: int | None = None) -> jax.Array:
     """(N,) log density per row, chunked."""
     shift = params.means.mean(0)
-    return chunked_map(lambda xc: log_resp_and_norm(weighted_log_prob(params, xc, shift))[1], x,
+    return chunked_map(lambda xc: mixture_log_resp_and_norm(params, xc, shift)[1], x,
                        chunk_size)

@@ -18,7 +18,7 @@ from .params import FULL_LAYOUT_MAX_FEATURES, MixtureParams, from_full_layout, t
 from .rows import auto_chunk_size, bucket_rows, pad_to  # noqa: F401  (re-exported)
 from .validation import (HostCentring, check_data, check_em_options, check_init_params,
                          check_key, check_n_samples, check_sample_weight, init_method_name,
-                         is_traced, without_reverse_mode)
+                         is_traced, warn_if_narrowed, without_reverse_mode)
 
 
 def _is_row_sharded(x) -> bool:
@@ -106,7 +106,8 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
 
     Args:
       key: PRNG key; restart i uses ``fold_in(key, i)`` (so restart 0 does not depend on n_init).
-      X: (N, D) data. float32 in -> float32 out; float64 (with x64 enabled) -> float64.
+      X: (N, D) data. JAX's dtype rule: float32 in -> float32 out; float64 -> float64 with x64
+        enabled, else computed in float32 (one UserWarning per process).
       n_components: K.
       covariance_type: "full", "tied", "diag" or "spherical".
       init: "kmeans" (Lloyd seeded by k-means++), "k-means++", "random", "random_from_data", or a
@@ -149,6 +150,7 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
         if marginalize:
             raise ValueError(_missing.UNSUPPORTED.format(what="The sharded fit (mesh=...)"))
         from .distributed import fit_sharded
+        warn_if_narrowed(X, "fit")
         return fit_sharded(key, X, n_components, mesh=mesh, data_axis=data_axis,
                            restart_axis=restart_axis, process_local=process_local,
                            covariance_type=covariance_type, init_name=init_name, init=init,
@@ -161,6 +163,7 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     w = check_sample_weight(sample_weight, n, x.dtype)
     buckets = _missing.fit_buckets(x) if marginalize else None
     check_n_samples(w if buckets is None else _missing.informative_weight(x, w), n_components)
+    warn_if_narrowed(X, "fit")           # valid input, computed in float32
     traced_input = is_traced(x, w)         # e.g. under the user's vmap (fit_many) or jit
     k_pad, masked = component_bucket(bucket_rows(n, None), n_components, d, traced_input)
     # small eager problems: every covariance type in the full layout, the type an operand (one

@@ -8,7 +8,7 @@ import numpy as np
 
 from .em import FitResult
 from .fit import bucket_rows, fit
-from .validation import check_data, check_sample_weight, float_dtype
+from .validation import check_data, check_sample_weight, float_dtype, warn_if_narrowed
 
 __all__ = ["fit_many", "pad_datasets"]
 
@@ -88,6 +88,9 @@ def fit_many(key: jax.Array, datasets, n_components: int, *, sample_weights=None
         tol, reg_covar, chunk_size). ``init`` as MixtureParams is shared, or carries a leading (B,) axis (then
         (B, n_init, ...) for per-restart inits).
 
+    dtype: JAX's rule, as :func:`gmmjax.fit` (float64 datasets give float64 results with x64
+    enabled; with x64 off they are computed in float32, with one UserWarning per process).
+
     Returns a :class:`FitResult` whose arrays have a leading (B,) axis; the fit of dataset b is
     ``jax.tree_util.tree_map(lambda a: a[b], result)``. Criteria and scores of fit b belong to
     the unpadded ``datasets[b]`` (``gmmjax.bic(params_b, datasets[b])``); on the padded arrays
@@ -104,12 +107,16 @@ def fit_many(key: jax.Array, datasets, n_components: int, *, sample_weights=None
             raise TypeError(f"fit_many does not take {bad!r}" +
                             ("; pass sample_weights (one per dataset)." if bad == "sample_weight"
                              else "."))
+    if not isinstance(datasets, (np.ndarray, jax.Array)):
+        datasets = list(datasets)
     X, W = pad_datasets(datasets, sample_weights)
     counts = np.asarray(jnp.sum(W > 0, axis=1))
     if counts.min() < n_components:
         b = int(np.argmin(counts))
         raise ValueError(f"Expected n_samples >= n_components but got n_components = "
                          f"{n_components}, n_samples = {int(counts[b])} (datasets[{b}])")
+    for x in datasets[:1] if isinstance(datasets, (np.ndarray, jax.Array)) else datasets:
+        warn_if_narrowed(x, "fit_many")      # valid input, computed in float32
     keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(X.shape[0]))
     init = fit_kwargs.pop("init", "kmeans")
     if isinstance(init, str) or np.ndim(init.weights) == 1:

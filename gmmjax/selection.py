@@ -25,9 +25,9 @@ from .em import Status, best_restart
 from .init import INIT_METHODS
 from .params import MixtureParams
 from .rows import auto_chunk_size, bucket_rows, pad_to, weighted_mean
-from .stats import chunked_sum, log_resp_and_norm, weighted_log_prob
-from .validation import (HostCentring, check_data, check_int, check_n_samples, check_nonnegative,
-                         check_sample_weight)
+from .stats import chunked_sum, mixture_log_resp_and_norm
+from .validation import (HALF_FLOATS, HostCentring, check_data, check_int, check_n_samples,
+                         check_nonnegative, check_sample_weight, unit_mean_weights)
 
 CRITERIA = ("bic", "aic")
 
@@ -68,16 +68,19 @@ def _sweep_program(key, x, w, ks, tol, reg_covar, *, k_max, n_init, covariance_t
     """All (K, restart) fits of one covariance type: the core's restarts, one vmap over
     len(ks)·n_init restarts padded to ``k_max`` components, K of them live.
 
-    Restart i of K uses ``fold_in(fold_in(key, K), i)``. Returns, per K, the best restart's
-    padded params (original frame), lower bound, n_iter, status, and total log-likelihood.
+    Restart i of K uses ``fold_in(fold_in(key, K), i)``. The fits see the weights rescaled to
+    mean 1 (only their ratios matter, as in :func:`gmmjax.fit`); the total log-likelihood is
+    weighted by ``w`` as given (frequency weights). Returns, per K, the best restart's padded
+    params (original frame), lower bound, n_iter, status, and total log-likelihood.
     """
-    shift = weighted_mean(x, w)
+    w_fit = unit_mean_weights(w)
+    shift = weighted_mean(x, w_fit)
     xs = x - shift
     n_k = ks.shape[0]
     flat_ks = jnp.repeat(ks, n_init)
     keys = jax.vmap(lambda k, i: jax.random.fold_in(jax.random.fold_in(key, k), i))(
         flat_ks, jnp.tile(jnp.arange(n_init), n_k))
-    loops = run_restarts(keys, xs, w, None, None, flat_ks, tol, reg_covar, None,
+    loops = run_restarts(keys, xs, w_fit, None, None, flat_ks, tol, reg_covar, None,
                          n_components=k_max, covariance_type=covariance_type, init=init,
                          max_iter=max_iter, chunk_size=chunk_size)
     loops = jax.tree_util.tree_map(lambda a: a.reshape((n_k, n_init) + a.shape[1:]), loops)
@@ -87,8 +90,7 @@ def _sweep_program(key, x, w, ks, tol, reg_covar, *, k_max, n_init, covariance_t
         i = best_restart(loop.lower_bound, loop.status)
         state = jax.tree_util.tree_map(lambda a: a[i], loop.state)
         return chunked_sum(lambda xc, wc: jnp.sum(jnp.where(
-            wc > 0, wc * log_resp_and_norm(weighted_log_prob(state, xc))[1], 0.0)), xs, w,
-            chunk_size)
+            wc > 0, wc * mixture_log_resp_and_norm(state, xc)[1], 0.0)), xs, w, chunk_size)
 
     return best.params, best.lower_bound, best.n_iter, best.status, jax.vmap(total_ll)(loops)
 
@@ -102,8 +104,9 @@ class SelectionResult:
     (weighted) log-likelihood of the fitted params; n_parameters; lower_bound, n_iter,
     converged, status: of the best restart per cell. best_covariance_type,
     best_n_components, params: the winner (lowest criterion, ties -> first in sweep order).
-    all_params: {(covariance_type, K): MixtureParams} for every cell. estimator: a fitted
-    :class:`gmmjax.GaussianMixture` holding ``params`` (None if unavailable).
+    all_params: {(covariance_type, K): MixtureParams} for every cell (NumPy arrays of the
+    computation dtype). estimator: a fitted :class:`gmmjax.GaussianMixture` holding
+    ``params`` (None if unavailable).
     """
 
     criterion: str
@@ -136,6 +139,15 @@ class SelectionResult:
                             "n_iter": int(self.n_iter[i, j]),
                             "converged": bool(self.converged[i, j])})
         return out
+
+
+def estimator_dtype(X) -> np.dtype:
+    """The estimators' dtype rule for X: float32 (and half floats, upcast) stay float32,
+    everything else is computed in float64 (as scikit-learn's ``validate_data``)."""
+    dtype = getattr(X, "dtype", None)
+    if dtype is not None and (np.dtype(dtype) == np.float32 or np.dtype(dtype) in HALF_FLOATS):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
 
 
 def _check_components(n_components) -> tuple[int, ...]:
@@ -180,7 +192,13 @@ def select_model(key: jax.Array, X, n_components: Sequence[int] = range(1, 11),
     components) and all ``n_init`` restarts run as one ``vmap``; restart i of K uses
     ``fold_in(fold_in(key, K), i)`` and the best restart per K is chosen by final lower bound,
     as in :func:`gmmjax.fit`. The criteria use the fitted params' total log-likelihood, as
-    sklearn's ``GaussianMixture.bic(X)`` / ``aic(X)``; n is the total sample weight.
+    sklearn's ``GaussianMixture.bic(X)`` / ``aic(X)``; n is the total sample weight
+    (``sample_weight`` are frequency weights there; the fits depend only on their ratios).
+
+    dtype: the estimators' rule (it returns one): float64 X (or any non-float32 X) is computed
+    in float64 under ``jax.enable_x64(True)`` scoped to this call, float32 stays float32; the
+    parameters come back as NumPy arrays of that dtype (outside the call, JAX would narrow
+    float64 arrays to float32 at their first operation).
 
     Requires ``reg_covar > 0`` (the masked components sit at covariance ``reg_covar``).
     Memory: the vmapped batch holds len(n_components)·n_init restarts with max K components each;
@@ -202,58 +220,61 @@ def select_model(key: jax.Array, X, n_components: Sequence[int] = range(1, 11),
         raise ValueError(f"Unknown init {init!r}; expected one of {list(INIT_METHODS)}.")
     if chunk_size is not None:
         chunk_size = check_int(chunk_size, "chunk_size", 1)
-    centring = HostCentring(X)           # float64 host data: centred before float32
-    x = check_data(centring.data)
-    n, d = x.shape
-    w = check_sample_weight(sample_weight, n, x.dtype)
-    k_max = max(ks)
-    check_n_samples(w, k_max)
-    batch = len(ks) * n_init
-    if chunk_size is None:
-        chunk_size = auto_chunk_size(n, k_max * batch, d)
-    x, w = pad_to(x, w, bucket_rows(n, chunk_size))
-    n_eff = float(jnp.sum(w))
-    shape = (len(types), len(ks))
-    table = {name: np.zeros(shape) for name in ("bic", "aic", "ll", "lb")}
-    n_par = np.zeros(shape, np.int64)
-    n_iter = np.zeros(shape, np.int64)
-    status = np.zeros(shape, np.int64)
-    all_params = {}
-    for i, ct in enumerate(types):
-        params, lb, it, st, ll = _sweep_program(
-            key, x, w, jnp.asarray(ks, jnp.int32), jnp.asarray(tol, x.dtype),
-            jnp.asarray(reg_covar, x.dtype), k_max=k_max, n_init=n_init, covariance_type=ct,
-            init=init, max_iter=max_iter, chunk_size=chunk_size)
-        ll, lb, it, st = (np.asarray(a) for a in (ll, lb, it, st))
-        host = jax.tree_util.tree_map(np.asarray, params)
-        for j, k in enumerate(ks):
-            p = _n_parameters(ct, k, d)
-            failed = st[j] in (Status.ILL_DEFINED_COVARIANCE, Status.NONFINITE) or not np.isfinite(
-                ll[j])
-            n_par[i, j], n_iter[i, j], status[i, j] = p, it[j], st[j]
-            table["ll"][i, j], table["lb"][i, j] = ll[j], lb[j]
-            table["bic"][i, j] = np.inf if failed else -2.0 * ll[j] + p * np.log(n_eff)
-            table["aic"][i, j] = np.inf if failed else -2.0 * ll[j] + 2.0 * p
-            all_params[(ct, k)] = centring.restore(live_components(
-                jax.tree_util.tree_map(lambda a, j=j: a[j], host), k))
-    crit = table[criterion]
-    if not np.isfinite(crit).any():
-        raise RuntimeError("select_model: every fit failed (ill-defined covariances or non-finite "
-                           "log-likelihood); try a larger reg_covar or standardised data.")
-    bi, bj = np.unravel_index(int(np.argmin(crit)), crit.shape)
-    best_ct, best_k = types[bi], ks[bj]
-    best = all_params[(best_ct, best_k)]
-    result = SelectionResult(
-        criterion=criterion, covariance_types=types, n_components=ks, table=crit,
-        bic=table["bic"], aic=table["aic"], log_likelihood=table["ll"], n_parameters=n_par,
-        lower_bound=table["lb"], n_iter=n_iter, converged=status == Status.CONVERGED,
-        status=status, best_covariance_type=best_ct, best_n_components=best_k,
-        params=jax.tree_util.tree_map(jnp.asarray, best), all_params=all_params)
-    if return_estimator:
-        estimator = _fitted_estimator(result, n_init=n_init, init=init, max_iter=max_iter,
-                                      tol=tol, reg_covar=reg_covar, n_features=d)
-        result = dataclasses.replace(result, estimator=estimator)
-    return result
+    from .estimators._base import x64_scope
+    with x64_scope(estimator_dtype(X)):   # float64 in -> float64 out, x64 only for this call
+        centring = HostCentring(X)           # float64 host data: centred before float32
+        x = check_data(centring.data)
+        n, d = x.shape
+        w = check_sample_weight(sample_weight, n, x.dtype)
+        k_max = max(ks)
+        check_n_samples(w, k_max)
+        batch = len(ks) * n_init
+        if chunk_size is None:
+            chunk_size = auto_chunk_size(n, k_max * batch, d)
+        x, w = pad_to(x, w, bucket_rows(n, chunk_size))
+        n_eff = float(jnp.sum(w))
+        shape = (len(types), len(ks))
+        table = {name: np.zeros(shape) for name in ("bic", "aic", "ll", "lb")}
+        n_par = np.zeros(shape, np.int64)
+        n_iter = np.zeros(shape, np.int64)
+        status = np.zeros(shape, np.int64)
+        all_params = {}
+        for i, ct in enumerate(types):
+            params, lb, it, st, ll = _sweep_program(
+                key, x, w, jnp.asarray(ks, jnp.int32), jnp.asarray(tol, x.dtype),
+                jnp.asarray(reg_covar, x.dtype), k_max=k_max, n_init=n_init, covariance_type=ct,
+                init=init, max_iter=max_iter, chunk_size=chunk_size)
+            ll, lb, it, st = (np.asarray(a) for a in (ll, lb, it, st))
+            host = jax.tree_util.tree_map(np.asarray, params)
+            for j, k in enumerate(ks):
+                p = _n_parameters(ct, k, d)
+                failed = (st[j] in (Status.ILL_DEFINED_COVARIANCE, Status.NONFINITE)
+                          or not np.isfinite(ll[j]))
+                n_par[i, j], n_iter[i, j], status[i, j] = p, it[j], st[j]
+                table["ll"][i, j], table["lb"][i, j] = ll[j], lb[j]
+                table["bic"][i, j] = np.inf if failed else -2.0 * ll[j] + p * np.log(n_eff)
+                table["aic"][i, j] = np.inf if failed else -2.0 * ll[j] + 2.0 * p
+                all_params[(ct, k)] = jax.tree_util.tree_map(np.asarray, centring.restore(
+                    live_components(jax.tree_util.tree_map(lambda a, j=j: a[j], host), k)))
+        crit = table[criterion]
+        if not np.isfinite(crit).any():
+            raise RuntimeError("select_model: every fit failed (ill-defined covariances or "
+                               "non-finite log-likelihood); try a larger reg_covar or "
+                               "standardised data.")
+        bi, bj = np.unravel_index(int(np.argmin(crit)), crit.shape)
+        best_ct, best_k = types[bi], ks[bj]
+        best = all_params[(best_ct, best_k)]
+        result = SelectionResult(
+            criterion=criterion, covariance_types=types, n_components=ks, table=crit,
+            bic=table["bic"], aic=table["aic"], log_likelihood=table["ll"], n_parameters=n_par,
+            lower_bound=table["lb"], n_iter=n_iter, converged=status == Status.CONVERGED,
+            status=status, best_covariance_type=best_ct, best_n_components=best_k,
+            params=best, all_params=all_params)
+        if return_estimator:
+            estimator = _fitted_estimator(result, n_init=n_init, init=init, max_iter=max_iter,
+                                          tol=tol, reg_covar=reg_covar, n_features=d)
+            result = dataclasses.replace(result, estimator=estimator)
+        return result
 
 
 def _fitted_estimator(result: SelectionResult, *, n_features, **settings):

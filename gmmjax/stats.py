@@ -54,6 +54,36 @@ def log_resp_and_norm(wlp: jax.Array) -> tuple[jax.Array, jax.Array]:
     return wlp - norm[:, None], norm
 
 
+@jax.custom_jvp
+def weighted_log_resp_and_norm(component_lp: jax.Array, weights: jax.Array):
+    """:func:`log_resp_and_norm` of ``component_lp + log(weights)`` (log N_k(x) (N, K), π (K,))
+    with a derivative that stays finite at a weight of exactly 0: ∂ log p(x)/∂π_k = N_k(x)/p(x)
+    (through log π_k = −inf, autodiff would form 0·∞ = NaN). Forward values are unchanged."""
+    return log_resp_and_norm(component_lp + jnp.log(weights))
+
+
+@weighted_log_resp_and_norm.defjvp
+def _weighted_log_resp_and_norm_jvp(primals, tangents):
+    component_lp, weights = primals
+    d_lp, d_weights = tangents
+    log_resp, norm = weighted_log_resp_and_norm(component_lp, weights)
+    ratio = jnp.exp(component_lp - norm[:, None])          # N_k / p: finite where π_k = 0
+    d_norm = jnp.sum(jnp.exp(log_resp) * d_lp + ratio * d_weights, axis=1)
+    # log r_k = log π_k + ...: its own weight enters as dπ_k/π_k; for π_k = 0 (r_k = 0 exactly)
+    # that term is left out (the rest of the derivative, and every other r_j's, stay exact)
+    live = weights > 0
+    inverse = jnp.where(live, 1.0 / jnp.where(live, weights, 1.0), 0.0)
+    d_log_resp = d_lp + d_weights * inverse - d_norm[:, None]
+    return (log_resp, norm), (d_log_resp, d_norm)
+
+
+def mixture_log_resp_and_norm(params: MixtureParams, x: jax.Array, shift=None):
+    """(log responsibilities (N, K), log density (N,)) of rows ``x`` under ``params`` (``shift``
+    as in :func:`component_log_prob`); differentiable at zero weights
+    (:func:`weighted_log_resp_and_norm`)."""
+    return weighted_log_resp_and_norm(component_log_prob(params, x, shift), params.weights)
+
+
 def responsibility_stats(wlp: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array,
                          covariance_type: str) -> SuffStats:
     """Statistics of one chunk from its weighted log probs ``wlp`` (C, K) (any model: EM or

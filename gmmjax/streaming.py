@@ -26,8 +26,8 @@ from .init import initialize
 from .params import MixtureParams
 from .rows import auto_chunk_size, bucket_rows
 from .stats import sufficient_statistics
-from .validation import (check_em_options, check_init_params, check_int, float_dtype,
-                         init_method_name)
+from .validation import (HostCentring, check_em_options, check_init_params, check_int,
+                         float_dtype, init_method_name, warn_if_narrowed)
 
 __all__ = ["fit_stream", "array_chunks"]
 
@@ -126,7 +126,10 @@ class _Prefetcher:
             self._thread.join(timeout=5)
 
 
-def _as_pair(item, dtype):
+def _as_pair(item, dtype, centring: HostCentring | None = None, weight_scale=None):
+    """(x, w) of one chunk as ``dtype``; x moved by ``centring`` and w multiplied by
+    ``weight_scale`` in float64 on the host first (when given); without a scale w stays float64
+    (the first pass sums it)."""
     if isinstance(item, tuple):
         if len(item) != 2:
             raise ValueError(f"a chunk must be an array X or a pair (X, sample_weight); got a "
@@ -139,13 +142,17 @@ def _as_pair(item, dtype):
         raise ValueError(f"each chunk must be a 2-D array (rows, n_features); got shape {x.shape}.")
     if x.dtype == object or not np.issubdtype(x.dtype, np.number):
         raise ValueError(f"chunks must be numeric; got dtype {x.dtype}.")
+    if centring is not None:
+        x = centring.centre(x)
     x = x.astype(dtype, copy=False)
     if w is None:
-        w = np.ones((x.shape[0],), dtype)
+        w = np.ones((x.shape[0],), np.float64)
     else:
-        w = np.asarray(w, dtype)
+        w = np.asarray(w, np.float64)
         if w.shape != (x.shape[0],):
             raise ValueError(f"chunk sample_weight must have shape ({x.shape[0]},); got {w.shape}.")
+    if weight_scale is not None:
+        w = (w * weight_scale).astype(dtype)
     return x, w
 
 
@@ -177,10 +184,13 @@ def _allgather(arr: np.ndarray) -> np.ndarray:
 
 
 class _Scan:
-    """First pass: row count, weighted sum, largest chunk, and a reservoir sample of rows."""
+    """First pass: row count, weighted sum, count of positive weights, largest chunk, and a
+    reservoir sample of rows (its weights in ``weight_dtype``, default the rows' dtype)."""
 
-    def __init__(self, sample_size: int, rng: np.random.Generator):
+    def __init__(self, sample_size: int, rng: np.random.Generator, weight_dtype=None):
+        self.weight_dtype = weight_dtype
         self.n = 0
+        self.n_positive = 0
         self.n_chunks = 0
         self.max_rows = 0
         self.wsum = 0.0
@@ -196,7 +206,7 @@ class _Scan:
             self.d = x.shape[1]
             self.xsum = np.zeros(self.d)
             self.sx = np.zeros((self.sample_size, self.d), x.dtype)
-            self.sw = np.zeros((self.sample_size,), x.dtype)
+            self.sw = np.zeros((self.sample_size,), self.weight_dtype or x.dtype)
         elif x.shape[1] != self.d:
             raise ValueError(f"chunks disagree on the number of features: {self.d} then "
                              f"{x.shape[1]}.")
@@ -210,6 +220,7 @@ class _Scan:
         self.n_chunks += 1
         self.max_rows = max(self.max_rows, m)
         self.wsum += float(np.sum(w, dtype=np.float64))
+        self.n_positive += int(np.count_nonzero(w > 0))
         self.xsum += np.sum(w[:, None].astype(np.float64) * x, axis=0)
         # Algorithm R, vectorised: row t (global) replaces slot j ~ U{0..t} when j < size.
         t = self.n + np.arange(m)
@@ -316,12 +327,16 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
       chunk_size: rows per device chunk (default: the largest chunk of the first pass). Every
         chunk is padded to this shape with zero-weight rows: one compiled program.
       prefetch: chunks read and transferred ahead of the computation by a background thread.
-      dtype: float dtype on the device (default: that of the first chunk, canonicalised).
+      dtype: float dtype on the device (default: that of the first chunk, canonicalised: JAX's
+        rule, float64 chunks are computed in float32 unless x64 is enabled, with one
+        UserWarning per process). 64-bit host chunks computed in float32 are centred on the
+        stream's mean in float64 on the host first (the means come back in the data's frame).
       verbose: print the lower bound, time and throughput of each pass.
       mesh, data_axis: shard each chunk over ``mesh[data_axis]`` (shard_map + psum). With several
         processes (after ``jax.distributed.initialize``) each process streams its own rows;
         every process makes the same call, and the number of chunks is agreed first.
 
+    Only the ratios of the chunks' sample weights matter (rescaled to mean 1 on the host).
     Returns a :class:`FitResult`, as :func:`gmmjax.fit`. One pass per EM iteration plus one
     first pass (statistics for the data shift, the chunk shape and the init sample).
     """
@@ -357,14 +372,21 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
     # ---- first pass: shape, totals, reservoir sample
     t0 = time.perf_counter()
     first = chunks()
-    scan = _Scan(sample_size, _seed_from_key(key))
+    scan = _Scan(sample_size, _seed_from_key(key), weight_dtype=np.float64)
     out_dtype = None if dtype is None else np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+    scan_dtype, narrowed_by_default, raw = None, False, None
     for item in first:
-        if out_dtype is None:
+        if scan_dtype is None:
             probe = item[0] if isinstance(item, tuple) else item
-            out_dtype = float_dtype(np.asarray(probe[:0]) if hasattr(probe, "dtype")
-                                    else np.asarray(probe))
-        x, w = _as_pair(item, out_dtype)
+            raw = np.asarray(probe[:0]) if hasattr(probe, "dtype") else np.asarray(probe)
+            if out_dtype is None:
+                out_dtype = float_dtype(raw)
+                narrowed_by_default = HostCentring.narrows(raw.dtype, out_dtype)
+            # 64-bit host numbers computed in float32: this pass keeps them in float64, the
+            # EM passes centre every chunk on the stream's mean in float64 before narrowing it
+            scan_dtype = (np.dtype(np.float64) if HostCentring.narrows(raw.dtype, out_dtype)
+                          else out_dtype)
+        x, w = _as_pair(item, scan_dtype)
         if chunk_size is not None and x.shape[0] > chunk_size:
             scan.max_rows = max(scan.max_rows, chunk_size)
             for xs, ws in _pieces(x, w, chunk_size):
@@ -373,8 +395,9 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
             scan.add(x, w)
     if scan.d is None and n_proc == 1:
         raise ValueError("chunks() yielded no data.")
+    narrowed = scan_dtype is not None and scan_dtype != out_dtype
     info = _allgather(np.array([scan.n, scan.n_chunks, scan.max_rows,
-                                -1 if scan.d is None else scan.d], np.int64))
+                                -1 if scan.d is None else scan.d, narrowed], np.int64))
     dims = {int(v) for v in info[:, 3] if v >= 0}
     if len(dims) != 1:
         raise ValueError(f"processes disagree on the number of features: {sorted(dims)}")
@@ -385,30 +408,41 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
         scan.d = d
         scan.xsum = np.zeros(d)
         scan.sx = np.zeros((sample_size, d), out_dtype)
-        scan.sw = np.zeros((sample_size,), out_dtype)
-    totals = _allgather(np.concatenate([[scan.wsum], scan.xsum]))
+        scan.sw = np.zeros((sample_size,), np.float64)
+    totals = _allgather(np.concatenate([[scan.wsum, scan.n_positive], scan.xsum]))
     wsum = float(totals[:, 0].sum())
     if not wsum > 0:
         raise ValueError("sample_weight sums to zero; at least one row needs positive weight.")
+    # only the weights' ratios matter: mean 1 over the positive ones (validation.unit_mean_weights
+    # over the whole stream), applied in float64 on the host before the weights are narrowed
+    weight_scale = float(totals[:, 1].sum()) / wsum
+    if narrowed_by_default:
+        warn_if_narrowed(raw, "fit_stream")      # valid chunks, computed in float32
+    mean = totals[:, 2:].sum(0) / wsum
+    centring = HostCentring.from_shift(mean) if info[:, 4].any() else None
     rows = int(chunk_size or info[:, 2].max())
     rows = -(-rows // n_local_dev) * n_local_dev
     inner = auto_chunk_size(rows // n_local_dev, n_components, d)
     if inner is not None:
         rows = -(-rows // (inner * n_local_dev)) * inner * n_local_dev
     n_pieces = int(info[:, 1].max())   # every process feeds this many chunks per pass
-    shift_np = (totals[:, 1:].sum(0) / wsum).astype(out_dtype)
+    shift_np = (np.zeros(d) if centring is not None else mean).astype(out_dtype)
 
     # sample for the init (all processes' reservoirs, so every process initialises identically)
     m = min(sample_size, scan.n)
     sx = np.concatenate(list(_allgather(np.where(np.arange(sample_size)[:, None] < m, scan.sx,
-                                                 0))))
+                                                 0).astype(np.float64))))
     sw = np.concatenate(list(_allgather(np.where(np.arange(sample_size) < m, scan.sw, 0))))
     live = sw > 0
+    sw = (sw * weight_scale).astype(out_dtype)
+    sx = (sx if centring is None else centring.centre(sx)).astype(out_dtype)
     if int(np.sum(live)) < n_components and init_name != "params":
         raise ValueError(f"Expected n_samples >= n_components but got n_components = "
                          f"{n_components}, n_samples = {int(np.sum(live))}")
     if init_name == "params":
         check_init_params(init, covariance_type, n_components, d)
+        if centring is not None:
+            init = centring.params(init)
         p = jax.tree_util.tree_map(lambda a: np.asarray(a, out_dtype), init)
         if np.ndim(p.weights) == 1:
             p = jax.tree_util.tree_map(lambda a: np.broadcast_to(a, (n_init,) + a.shape), p)
@@ -458,7 +492,7 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
         accumulate = _sharded_accumulate(mesh, data_axis, inner)
 
     def convert(item):
-        x, w = _as_pair(item, out_dtype)
+        x, w = _as_pair(item, out_dtype, centring, weight_scale)
         for xs, ws in _pieces(x, w, rows):
             yield put(xs, ws)
 
@@ -501,5 +535,7 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
     pick = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a)[best]),
                                   (params, lower_bound, history, n_iter, status))
     p, lb, hist, nit, st = pick
+    if centring is not None:
+        p = centring.restore(p)
     return FitResult(p, lb, hist, nit, st == Status.CONVERGED, st, jnp.asarray(lbs),
                      jnp.asarray(sts))

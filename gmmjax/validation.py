@@ -7,6 +7,9 @@ shape checks run, since values are not known on the host.
 from __future__ import annotations
 
 import numbers
+import os
+import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -163,35 +166,98 @@ def without_reverse_mode(fn, *args):
 
 
 class HostCentring:
-    """Concrete host data about to be narrowed (float64 or 64-bit integers computed in float32,
-    x64 off) are centred in float64 first, so an offset such as 1e8 (float32 steps of 8 there)
-    does not round the data away; ``params``/``restore`` move means into / out of that frame.
-    Other data (traced, jax arrays, already float32, or x64 on) pass through unchanged."""
+    """Concrete host data about to be narrowed (float64 or 64-bit integers computed in float32:
+    x64 off, or ``dtype`` float32) are centred in float64 first, so an offset such as 1e8 (float32
+    steps of 8 there) does not round the data away. ``data`` holds the centred rows; ``centre``
+    moves further rows (e.g. later chunks of a stream) into the same frame, ``into_frame`` /
+    ``restore`` move means into it and back (in float64 on the host, then rounded once). Other
+    data (traced, jax arrays, already float32, or computed in float64) pass through unchanged."""
 
-    def __init__(self, X):
+    def __init__(self, X, dtype=None):
         self.shift, self.data = None, X
         if is_traced(X) or isinstance(X, jax.Array) or hasattr(X, "tocsr"):
             return
         arr = np.asarray(X) if isinstance(X, (np.ndarray, list, tuple)) else None
-        if (arr is None or arr.ndim != 2 or arr.size == 0 or arr.dtype.kind not in "fiu"
-                or arr.dtype.itemsize < 8 or float_dtype(arr) != np.float32):
+        if (arr is None or arr.ndim != 2 or arr.size == 0
+                or not self.narrows(arr.dtype, float_dtype(arr) if dtype is None else dtype)):
             return
         shift = arr.mean(axis=0, dtype=np.float64)
         if np.all(np.isfinite(shift)):
             self.shift, self.data = shift, arr - shift
 
-    def params(self, params: MixtureParams) -> MixtureParams:
+    @staticmethod
+    def narrows(dtype, compute_dtype) -> bool:
+        """Whether host numbers of ``dtype`` lose precision computed in ``compute_dtype``
+        (64-bit floats or integers in float32)."""
+        dtype = np.dtype(dtype)
+        return (dtype.kind in "fiu" and dtype.itemsize >= 8
+                and np.dtype(compute_dtype) == np.float32)
+
+    @classmethod
+    def from_shift(cls, shift) -> "HostCentring":
+        """A centring by a known float64 ``shift`` (D,) (e.g. a stream's mean, from a first
+        pass), for :meth:`centre`, :meth:`params` and :meth:`restore`."""
+        centring = cls(None)
+        centring.shift = np.asarray(shift, np.float64)
+        return centring
+
+    def centre(self, x):
+        """Rows ``x`` (host array) in the centred frame (x itself when nothing is shifted)."""
+        return x if self.shift is None else np.asarray(x, np.float64) - self.shift
+
+    def into_frame(self, means):
+        """Means (..., D) in the centred frame, float64 on the host (traced: in their dtype;
+        unchanged if no shift)."""
         if self.shift is None:
-            return params
-        return params.replace(means=np.asarray(params.means, np.float64) - self.shift)
+            return means
+        if is_traced(means):
+            return means - jnp.asarray(self.shift, means.dtype)
+        return np.asarray(means, np.float64) - self.shift
+
+    def to_data_frame(self, means):
+        """Means of the centred frame shifted back: added in float64 on the host, rounded once
+        to their dtype (traced means: added in their dtype)."""
+        if self.shift is None:
+            return means
+        if is_traced(means):
+            return means + jnp.asarray(self.shift, means.dtype)
+        host = np.asarray(means)
+        host = (host.astype(np.float64) + self.shift).astype(host.dtype)
+        return host if isinstance(means, np.ndarray) else jnp.asarray(host)   # host: no compile
+
+    def params(self, params: MixtureParams) -> MixtureParams:
+        return params if self.shift is None else params.replace(
+            means=self.into_frame(params.means))
 
     def restore(self, params: MixtureParams) -> MixtureParams:
-        if self.shift is None:
-            return params
-        means = params.means
-        if isinstance(means, np.ndarray):       # host result: nothing to compile
-            return params.replace(means=means + self.shift.astype(means.dtype))
-        return params.replace(means=(means + jnp.asarray(self.shift, means.dtype)))
+        return params if self.shift is None else params.replace(
+            means=self.to_data_frame(params.means))
+
+
+NARROWED_MESSAGE = ("float64 input computed in float32: enable jax_enable_x64 for float64, or "
+                    "pass float32 to silence this")
+_NARROWED_WARNED: set = set()      # functions that have warned in this process
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn_if_narrowed(X, function: str, dtype=None) -> None:
+    """JAX's dtype rule for functions returning params or arrays (``fit``, ``fit_many``,
+    ``fit_stream``, ``fit_bayesian``): float64 host input is computed in float32 unless x64 is
+    enabled (or in ``dtype`` when given). Say so once per function and process (a UserWarning at
+    the user's call, the first frame outside gmmjax). The estimators and ``select_model`` scope
+    x64 instead, so their float64 input never reaches here narrowed."""
+    if function in _NARROWED_WARNED or is_traced(X):
+        return
+    raw = getattr(X, "dtype", None)
+    if not isinstance(raw, np.dtype) or raw != np.float64:
+        return
+    if np.dtype(float_dtype(X) if dtype is None else dtype) != np.float32:
+        return
+    frame, level = sys._getframe(0), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(f"gmmjax.{function}: {NARROWED_MESSAGE}.", UserWarning, stacklevel=level)
+    _NARROWED_WARNED.add(function)      # after warn: an error filter raises on every call
 
 
 def _check_weight_values(w) -> None:
