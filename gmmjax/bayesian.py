@@ -55,6 +55,11 @@ def betaln(a, b):
 # Weight priors: one small object per type (no if/elif on the name elsewhere).
 # --------------------------------------------------------------------------------------------
 
+def _namespace(a):
+    """numpy for host arrays (the estimators' attributes: nothing to compile), else jax.numpy."""
+    return np if isinstance(a, np.ndarray) else jnp
+
+
 class DirichletProcess:
     """Truncated stick-breaking prior; the posterior concentration is (2, K): rows a and b."""
 
@@ -77,10 +82,11 @@ class DirichletProcess:
         return -jnp.sum(betaln(conc[0], conc[1]))
 
     def weights(self, conc):
+        xp = _namespace(conc)
         a, b = conc[0], conc[1]
         frac = b / (a + b)
-        w = a / (a + b) * jnp.concatenate([jnp.ones((1,), a.dtype), jnp.cumprod(frac[:-1])])
-        return w / jnp.sum(w)
+        w = a / (a + b) * xp.concatenate([xp.ones((1,), a.dtype), xp.cumprod(frac[:-1])])
+        return w / xp.sum(w)
 
 
 class DirichletDistribution:
@@ -98,7 +104,7 @@ class DirichletDistribution:
         return gammaln(jnp.sum(conc)) - jnp.sum(gammaln(conc))
 
     def weights(self, conc):
-        return conc / jnp.sum(conc)
+        return conc / _namespace(conc).sum(conc)
 
 
 WEIGHT_PRIORS = {p.name: p for p in (DirichletProcess(), DirichletDistribution())}

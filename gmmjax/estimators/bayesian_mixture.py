@@ -164,11 +164,11 @@ class BayesianGaussianMixture(BaseMixtureEstimator):
         self.degrees_of_freedom_ = dof[()] if dof.ndim == 0 else dof
         self.covariances_ = as64(post.covariances)
         self.precisions_cholesky_ = as64(post.precisions_cholesky)
-        with jax.enable_x64(True):
-            self.weights_ = as64(post.replace(
-                weight_concentration=jnp.asarray(conc)).weights)
-            model = get_covariance_model(self.covariance_type)
-            self.precisions_ = as64(model.precisions(jnp.asarray(self.precisions_cholesky_)))
+        # on the host (NumPy): no eager XLA op per fit (warm-start loops call fit many times)
+        self.weights_ = as64(post.replace(weight_concentration=conc).weights)
+        chol = self.precisions_cholesky_
+        matrices = len(get_covariance_model(self.covariance_type).component_shape(2)) == 2
+        self.precisions_ = chol @ np.swapaxes(chol, -1, -2) if matrices else chol * chol
         if priors is not None:
             x_dtype = getattr(self, "_x_dtype", _F64)
             self.mean_prior_ = (np.asarray(priors.mean, x_dtype) if self._mean_prior is None
