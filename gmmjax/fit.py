@@ -164,7 +164,9 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     buckets = _missing.fit_buckets(x) if marginalize else None
     check_n_samples(w if buckets is None else _missing.informative_weight(x, w), n_components)
     warn_if_narrowed(X, "fit")           # valid input, computed in float32
-    traced_input = is_traced(x, w)         # e.g. under the user's vmap (fit_many) or jit
+    # under the user's vmap/jit (fit_many, a vmap over keys, ...): any traced operand
+    traced_input = is_traced(*jax.tree_util.tree_leaves(
+        (x, w, key, tol, reg_covar, initial_lower_bound, init if init_name == "params" else None)))
     k_pad, masked = component_bucket(bucket_rows(n, None), n_components, d, traced_input)
     # small eager problems: every covariance type in the full layout, the type an operand (one
     # program); not under vmap/jit (the user's program is compiled anyway, and D² work per row
