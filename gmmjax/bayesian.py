@@ -29,7 +29,7 @@ import numpy as np
 from jax.scipy.special import digamma, gammaln
 
 from .compile_cache import cached_jit
-from .covariance import get_covariance_model
+from .covariance import array_namespace, get_covariance_model
 from .em import Status, best_restart, run_from
 from .init import INIT_METHODS, initial_responsibilities, resp_stats
 from .params import MixtureParams
@@ -55,11 +55,6 @@ def betaln(a, b):
 # Weight priors: one small object per type (no if/elif on the name elsewhere).
 # --------------------------------------------------------------------------------------------
 
-def _namespace(a):
-    """numpy for host arrays (the estimators' attributes: nothing to compile), else jax.numpy."""
-    return np if isinstance(a, np.ndarray) else jnp
-
-
 class DirichletProcess:
     """Truncated stick-breaking prior; the posterior concentration is (2, K): rows a and b."""
 
@@ -82,7 +77,7 @@ class DirichletProcess:
         return -jnp.sum(betaln(conc[0], conc[1]))
 
     def weights(self, conc):
-        xp = _namespace(conc)
+        xp = array_namespace(conc)
         a, b = conc[0], conc[1]
         frac = b / (a + b)
         w = a / (a + b) * xp.concatenate([xp.ones((1,), a.dtype), xp.cumprod(frac[:-1])])
@@ -104,7 +99,7 @@ class DirichletDistribution:
         return gammaln(jnp.sum(conc)) - jnp.sum(gammaln(conc))
 
     def weights(self, conc):
-        return conc / _namespace(conc).sum(conc)
+        return conc / array_namespace(conc).sum(conc)
 
 
 WEIGHT_PRIORS = {p.name: p for p in (DirichletProcess(), DirichletDistribution())}

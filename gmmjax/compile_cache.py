@@ -393,13 +393,17 @@ def map_count() -> int | None:
         return None
 
 
+def near_map_limit() -> bool:
+    """Whether this process holds more than MAP_PRESSURE of the kernel's memory mappings."""
+    limit = _map_limit()
+    count = None if limit is None else map_count()
+    return count is not None and count > MAP_PRESSURE * limit
+
+
 def relieve_map_pressure() -> bool:
     """After a new program: if the process is near the kernel's limit on memory mappings, drop
     gmmjax's programs held in memory (they are recompiled or reloaded when needed). -> dropped."""
-    limit, count = _map_limit(), None
-    if limit is not None:
-        count = map_count()
-    if count is None or count <= MAP_PRESSURE * limit:
+    if not near_map_limit():
         return False
     clear_memory()
     gc.collect()

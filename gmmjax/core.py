@@ -15,7 +15,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from .covariance import get_covariance_model
+from .covariance import array_namespace, get_covariance_model
 from . import missing
 from .em import (FitResult, LoopState, Status, best_restart, em_step, restart_score, run_from,
                  update_from_stats)
@@ -79,15 +79,28 @@ def pick_best(loops: LoopState, shift) -> FitResult:
                      loops.status)
 
 
+def _unit_weights_and_shift(x, w, rows: Rows, marginalize: bool):
+    """Weights rescaled to mean 1 (only their ratios matter) and the frame's shift: the
+    weighted mean of the rows (of their observed entries with missing values)."""
+    w = unit_mean_weights(w, rows)
+    shift = missing.observed_mean(x, w, rows) if marginalize else weighted_mean(x, w, rows)
+    return w, shift
+
+
+def _checked_input(result: FitResult, x, w, rows: Rows, marginalize: bool) -> FitResult:
+    """:func:`input_status` of the fit's rows (NaN entries are missing values, not bad input,
+    when marginalising)."""
+    return input_status(result, jnp.where(jnp.isnan(x), 0.0, x) if marginalize else x, w, rows)
+
+
 def fit_restarts(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bound, *,
                  restart_ids, gather=lambda loops: loops, rows: Rows = LOCAL,
                  **static) -> FitResult:
     """The body of every fit program: shift rows to their weighted mean, run restarts
     ``restart_ids`` (restart i uses ``fold_in(key, i)``, so it does not depend on n_init),
     ``gather`` them (the restarts other devices ran), and keep the best."""
-    w = unit_mean_weights(w, rows)     # only the weights' ratios matter
     marginalize = static.get("missing_buckets") is not None
-    shift = missing.observed_mean(x, w, rows) if marginalize else weighted_mean(x, w, rows)
+    w, shift = _unit_weights_and_shift(x, w, rows, marginalize)
     if init_params is not None:
         init_params = init_params.replace(means=init_params.means - shift)
         if init_params.weights.ndim == 2:
@@ -95,8 +108,7 @@ def fit_restarts(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bou
     keys = jax.vmap(jax.random.fold_in, (None, 0))(key, restart_ids)
     loops = run_restarts(keys, x - shift, w, init_params, noise, n_live, tol, reg_covar,
                          prev_bound, rows=rows, **static)
-    checked = jnp.where(jnp.isnan(x), 0.0, x) if marginalize else x    # NaN: missing, not bad
-    return input_status(pick_best(gather(loops), shift), checked, w, rows)
+    return _checked_input(pick_best(gather(loops), shift), x, w, rows, marginalize)
 
 
 def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bound, n_init,
@@ -108,9 +120,8 @@ def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bou
     the vmap (no batched GEMMs, no lockstep to the slowest restart). restart_lower_bounds /
     restart_status have ``restart_capacity`` entries (NaN / −1 past n_init), lower_bounds
     ``iter_capacity``."""
-    w = unit_mean_weights(w)           # only the weights' ratios matter
     marginalize = static.get("missing_buckets") is not None
-    shift = missing.observed_mean(x, w) if marginalize else weighted_mean(x, w)
+    w, shift = _unit_weights_and_shift(x, w, LOCAL, marginalize)
     xs = x - shift
     per_restart = init_params is not None and init_params.weights.ndim == 2
     if init_params is not None:
@@ -146,8 +157,7 @@ def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bou
     result = FitResult(best.state.replace(means=best.state.means + shift), best.lower_bound,
                        best.history, best.n_iter, best.status == Status.CONVERGED, best.status,
                        bounds, status)
-    checked = jnp.where(jnp.isnan(x), 0.0, x) if marginalize else x    # NaN: missing, not bad
-    return input_status(result, checked, w)
+    return _checked_input(result, x, w, LOCAL, marginalize)
 
 
 # --------------------------------------------------------------------------- padded components
@@ -170,20 +180,21 @@ def live_components(params: MixtureParams, n_live: int) -> MixtureParams:
 
 def pad_components(params: MixtureParams, n_components: int) -> MixtureParams:
     """Append masked components (weight 0, mean 0, unit covariance) up to ``n_components``;
-    params may carry a leading restart axis."""
+    params may carry a leading restart axis. NumPy params stay NumPy (nothing compiled)."""
     axis = params.weights.ndim - 1
     extra = n_components - params.means.shape[axis]
     if extra == 0:
         return params
+    xp = array_namespace(params.means)
 
     def grow(a, block):
-        block = jnp.broadcast_to(block.astype(a.dtype), a.shape[:axis] + block.shape)
-        return jnp.concatenate([a, block], axis=axis)
+        block = xp.broadcast_to(block.astype(a.dtype), a.shape[:axis] + block.shape)
+        return xp.concatenate([a, block], axis=axis)
 
     d = params.means.shape[-1]
     model = get_covariance_model(params.covariance_type)
-    unit = model.add_reg(jnp.zeros(model.shape(extra, d)), 1.0)
+    unit = model.add_reg(xp.zeros(model.shape(extra, d)), 1.0)
     cut = (lambda a: grow(a, unit)) if _per_component(params) else (lambda a: a)
-    return MixtureParams(grow(params.weights, jnp.zeros((extra,))),
-                         grow(params.means, jnp.zeros((extra, d))), cut(params.covariances),
+    return MixtureParams(grow(params.weights, xp.zeros((extra,))),
+                         grow(params.means, xp.zeros((extra, d))), cut(params.covariances),
                          cut(params.precisions_cholesky), params.covariance_type)

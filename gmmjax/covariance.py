@@ -39,8 +39,8 @@ def _cholesky_from_precision(prec: jax.Array) -> jax.Array:
     return jnp.flip(jnp.linalg.cholesky(flipped), axis=(-2, -1))
 
 
-def _namespace(a):
-    """numpy for host arrays (no XLA compile), jax.numpy otherwise."""
+def array_namespace(a):
+    """numpy for host arrays (nothing to compile), jax.numpy otherwise."""
     return np if isinstance(a, np.ndarray) else jnp
 
 
@@ -202,7 +202,7 @@ class Full(CovarianceModel):
         return 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
 
     def add_reg(self, cov, reg_covar):
-        return cov + reg_covar * jnp.eye(cov.shape[-1], dtype=cov.dtype)
+        return cov + reg_covar * array_namespace(cov).eye(cov.shape[-1], dtype=cov.dtype)
 
     def variances(self, cov):
         return jnp.diagonal(cov, axis1=-2, axis2=-1)
@@ -290,7 +290,7 @@ class Tied(Full):
         return jnp.broadcast_to(cov_or_chol, (n_components,) + cov_or_chol.shape)
 
     def to_full_layout(self, a, n_components, n_features):
-        xp = _namespace(a)
+        xp = array_namespace(a)
         return xp.broadcast_to(a[..., None, :, :], a.shape[:-2] + (n_components,) + a.shape[-2:])
 
     def from_full_layout(self, a):
@@ -352,7 +352,7 @@ class Diag(CovarianceModel):
         return z / prec_chol[labels]
 
     def to_full_layout(self, a, n_components, n_features):
-        return a[..., :, None] * _namespace(a).eye(n_features, dtype=a.dtype)
+        return a[..., :, None] * array_namespace(a).eye(n_features, dtype=a.dtype)
 
     def from_full_layout(self, a):
         return a.diagonal(axis1=-2, axis2=-1)
@@ -402,7 +402,7 @@ class Spherical(Diag):
         return z / prec_chol[labels][:, None]
 
     def to_full_layout(self, a, n_components, n_features):
-        return a[..., None, None] * _namespace(a).eye(n_features, dtype=a.dtype)
+        return a[..., None, None] * array_namespace(a).eye(n_features, dtype=a.dtype)
 
     def from_full_layout(self, a):
         return a[..., 0, 0]

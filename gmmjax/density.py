@@ -17,6 +17,7 @@ import numpy as np
 
 from .compile_cache import cached_jit
 from .covariance import get_covariance_model
+from .core import pad_components
 from .fit import auto_chunk_size
 from . import missing as _missing
 from .params import FULL_LAYOUT_MAX_FEATURES, MixtureParams, to_full_layout
@@ -68,14 +69,7 @@ def evaluation_params(params: MixtureParams, dtype=None, n_rows: int | None = No
     if d > FULL_LAYOUT_MAX_FEATURES:
         return params
     params = to_full_layout(params)
-    extra = 0 if n_rows is None else eval_components(n_rows, k, d) - k
-    if extra == 0:
-        return params
-    unit = np.broadcast_to(np.eye(d, dtype=dtype), (extra, d, d))
-    return MixtureParams(np.concatenate([params.weights, np.zeros(extra, dtype)]),
-                         np.concatenate([params.means, np.zeros((extra, d), dtype)]),
-                         np.concatenate([params.covariances, unit]),
-                         np.concatenate([params.precisions_cholesky, unit]), "full")
+    return params if n_rows is None else pad_components(params, eval_components(n_rows, k, d))
 
 
 @cached_jit(static_argnames=("chunk_size",))

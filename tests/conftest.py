@@ -73,9 +73,8 @@ if os.environ.get("GMMJAX_TEST_JAX_CACHE") == "1":
 def _release_compiled_programs():
     yield
     from gmmjax import compile_cache
-    limit, count = compile_cache._map_limit(), compile_cache.map_count()
-    if limit is not None and count is not None and count > compile_cache.MAP_PRESSURE * limit:
-        jax.clear_caches()
-        compile_cache.clear_memory()
+    if compile_cache.near_map_limit():
+        jax.clear_caches()                      # JAX's programs (gmmjax's plain-jit ones too)
+        compile_cache.clear_memory()            # gmmjax's cached programs
         import gc
         gc.collect()
