@@ -43,6 +43,7 @@ from .validation import check_data, is_traced
 
 MISSING_OPTIONS = ("error", "marginalize")
 HIGHEST = jax.lax.Precision.HIGHEST
+UNROLLED_PIVOTS = 4     # larger slot counts sweep in a loop
 UNSUPPORTED = "{what} is not supported with missing values yet (missing='marginalize')."
 
 
@@ -84,15 +85,17 @@ def max_missing(x) -> int | None:
 
 
 def slot_buckets(n_features: int, most_missing: int | None = None) -> tuple[int, ...]:
-    """Slot counts Q a chunk may use: 0, 1, 2, 4, ... up to the power of two (capped at D) that
-    holds ``most_missing`` entries (all of them up to D when unknown, e.g. traced data)."""
+    """Slot counts Q a chunk may use: 0, 1, 2, 3, 4, 6, 8, 12, ... (2^j and 3·2^j, capped at D)
+    up to the first that holds ``most_missing`` entries (all of them up to D when unknown, e.g.
+    traced data). The sweep costs ~Q³ per row and component, so the 3·2^j steps keep the
+    padding of a chunk's slots under a third."""
     top = n_features if most_missing is None else min(n_features, most_missing)
-    buckets, q = [0], 1
-    while top > 0:
-        buckets.append(min(q, n_features))
-        if q >= top:
-            break
-        q *= 2
+    buckets, power = [0], 1
+    while buckets[-1] < top:
+        for q in (power, 3 * power // 2):
+            if buckets[-1] < q and buckets[-1] < top:
+                buckets.append(min(q, n_features))
+        power *= 2
     return tuple(buckets)
 
 
@@ -111,26 +114,33 @@ class Conditioned(NamedTuple):
     cond: tuple
 
 
-def _sweep(g: jax.Array, n_pivots: int) -> tuple[jax.Array, jax.Array]:
-    """Sweep the first ``n_pivots`` diagonal entries of symmetric g (P, P, ...) (Goodnight); the
-    batch axes are minor so every step is a vectorised pass over them.
+def _sweep(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Sweep every pivot of symmetric positive definite ``a`` (Q, Q, ...) augmented by the
+    column ``b`` (Q, ...) (Goodnight's sweep; the batch axes are minor, so every step is one
+    vectorised pass). Returns (A⁻¹, A⁻¹ b, log det A).
 
-    With g = [[A, b], [bᵀ, c]] and A (Q×Q) positive definite, the result is [[−A⁻¹, A⁻¹b],
-    [bᵀA⁻¹, c − bᵀA⁻¹b]]. Returns (swept g, log det A)."""
-    size = g.shape[0]
-    logdet = jnp.zeros(g.shape[2:], g.dtype)
-    pad = (1,) * (g.ndim - 2)
-    idx = jnp.arange(size)
-    for j in range(n_pivots):
-        d = g[j, j]
-        inv_d = 1.0 / d
-        on_row = (idx == j).reshape((size, 1) + pad)
-        on_col = (idx == j).reshape((1, size) + pad)
-        updated = g - g[:, j][:, None] * g[j][None, :] * inv_d
-        g = jnp.where(on_row | on_col, g * inv_d, updated)
-        g = jnp.where(on_row & on_col, -inv_d, g)
-        logdet = logdet + jnp.log(d)
-    return g, logdet
+    Each pivot j updates the block by a rank-one term and rewrites row and column j (slices,
+    no masks over the block): the sweep of [[A, b], [bᵀ, ·]] on all of A's pivots is
+    [[−A⁻¹, A⁻¹b], [·, ·]]. Up to ``UNROLLED_PIVOTS`` pivots are unrolled, more run in a loop
+    (one body to compile whatever Q is)."""
+    def pivot(j, carry):
+        a, b, logdet = carry
+        inv_d = 1.0 / a[j, j]
+        row = a[j] * inv_d                                     # (Q, ...) = column j / d
+        b_j = b[j]
+        a = (a - a[:, j][:, None] * row[None, :]).at[j].set(row).at[:, j].set(row)
+        a = a.at[j, j].set(-inv_d)
+        b = (b - row * b_j).at[j].set(b_j * inv_d)
+        return a, b, logdet - jnp.log(inv_d)
+
+    carry = (a, b, jnp.zeros(a.shape[2:], a.dtype))
+    if a.shape[0] <= UNROLLED_PIVOTS:
+        for j in range(a.shape[0]):
+            carry = pivot(j, carry)
+    else:       # one loop body instead of Q copies: compile time stays flat in Q
+        carry = jax.lax.fori_loop(0, a.shape[0], pivot, carry)
+    a, b, logdet = carry
+    return -a, b, logdet
 
 
 def _missing_slots(miss: jax.Array, n_slots: int):
@@ -158,25 +168,27 @@ class _MatrixPath:
             onehot, idx = _missing_slots(~obs_t, n_slots)                    # (Q, D, C), (Q, C)
             oh = onehot.astype(x.dtype)
             valid = jnp.any(onehot, axis=1)                                  # (Q, C)
-            prec_t = jnp.swapaxes(model.precisions(u), 1, 2)                 # (K, D, D)
-            p_rows = prec_t[:, :, idx]                                       # (K, D, Q, C)
-            p_mm = jnp.take_along_axis(
-                p_rows, jnp.broadcast_to(idx[None, :, None], (k, n_slots, n_slots, idx.shape[1])),
-                axis=1)                                                      # (K, Q, Q, C)
+            prec = model.precisions(u)                                       # (K, D, D)
+            # The conditioning runs with components as the minor axis, (Q, Q, C, K): no
+            # transposes of Q²-sized blocks before the sweep or the scatter's segment sum.
+            # P_mo e_o: e is 0 at missing entries, so it is (P e) at the missing features.
+            pe = jnp.einsum("kde,kec->dck", prec, e, precision=HIGHEST)      # (D, C, K)
+            b = jnp.take_along_axis(pe, jnp.broadcast_to(idx[:, :, None], idx.shape + (k,)),
+                                    axis=0)                                  # (Q, C, K)
+            b = jnp.where(valid[:, :, None], b, 0.0)
             both = valid[:, None] & valid[None, :]                           # (Q, Q, C)
-            p_mm = jnp.where(both, p_mm, jnp.eye(n_slots, dtype=x.dtype)[:, :, None])  # (K, Q, Q, C)
-            b = jnp.where(valid, jnp.sum(p_rows * e[:, :, None], axis=1), 0.0)  # P_mo e_o (K, Q, C)
-            g = jnp.concatenate([jnp.concatenate([p_mm, b[:, :, None]], axis=2),
-                                 jnp.concatenate([b[:, None], jnp.zeros_like(b[:, None, :1])],
-                                                 axis=2)], axis=1)           # (K, Q+1, Q+1, C)
-            # One component at a time: its (Q+1, Q+1, C) block stays in cache for the Q passes.
-            g, logdet_pmm = jax.lax.map(lambda gk: _sweep(gk, n_slots), g)
-            fill = -g[:, :n_slots, n_slots]                                  # x̂_m − μ_m (K, Q, C)
+            pairs = idx[:, None] * d + idx[None, :]                          # (Q, Q, C)
+            p_mm = jnp.take(prec.reshape(k, d * d).T, pairs, axis=0)         # (Q, Q, C, K)
+            p_mm = jnp.where(both[..., None], p_mm,
+                             jnp.eye(n_slots, dtype=x.dtype)[:, :, None, None])
+            inv, solved, logdet_pmm = _sweep(p_mm, b)                        # P_mm⁻¹, P_mm⁻¹ b
+            fill = -jnp.moveaxis(solved, 2, 0)                               # x̂_m − μ_m (K, Q, C)
+            logdet_pmm = logdet_pmm.T                                        # (K, C)
             resid = e
             for q in range(n_slots):   # unrolled: XLA:CPU reduces a small leading axis slowly
                 resid = resid + oh[q][None] * fill[:, q][:, None]
             half_logdet_pmm = 0.5 * logdet_pmm
-            cond = (idx, both, -g[:, :n_slots, :n_slots])                    # P_mm⁻¹ (K, Q, Q, C)
+            cond = (idx, both, inv)                                          # P_mm⁻¹ (Q, Q, C, K)
         y = jnp.einsum("kde,kdc->kec", u, resid, precision=HIGHEST)
         maha = jnp.sum(y * y, axis=1)
         n_obs = jnp.sum(obs, axis=1).astype(x.dtype)
@@ -192,7 +204,7 @@ class _MatrixPath:
             idx, both, inv = cond.cond
             k, d = out.shape[:2]
             bins = jnp.where(both, idx[:, None] * d + idx[None, :], d * d).reshape(-1)
-            vals = (inv * resp[:, None, None]).reshape(k, -1).T             # (Q·Q·C, K)
+            vals = (inv * resp.T[None, None]).reshape(-1, k)                 # (Q·Q·C, K)
             add = jax.ops.segment_sum(vals, bins, d * d + 1)[:d * d]
             out = out + add.T.reshape(k, d, d)
         return out
@@ -205,7 +217,7 @@ class _MatrixPath:
         if cond.cond is None:
             return fill
         idx, both, inv = cond.cond
-        inv = jnp.take_along_axis(inv, labels[None, None, None], axis=0)[0]         # (Q, Q, C)
+        inv = jnp.take_along_axis(inv, labels[None, None, :, None], axis=3)[..., 0]  # (Q, Q, C)
         chol = jnp.linalg.cholesky(jnp.moveaxis(inv, 2, 0))                         # (C, Q, Q)
         noise = jnp.einsum("cqr,cr->cq", chol, normals[:, :inv.shape[0]], precision=HIGHEST)
         valid = jnp.diagonal(both, axis1=0, axis2=1)                                # (C, Q)
