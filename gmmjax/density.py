@@ -170,12 +170,9 @@ def predict(params: MixtureParams, X, *, chunk_size: int | None = None,
 
 
 @cached_jit(static_argnames=("rows",))
-def _sample(key, params, n_samples, salt, rows):
+def _sample(key, params, n_samples, rows):
     """``rows`` draws, of which the first ``n_samples`` (an operand) are real and sorted by
-    label; the rest pad (so nearby sample sizes share a program). ``salt``: None, or an int
-    folded into the key first."""
-    if salt is not None:
-        key = jax.random.fold_in(key, salt)
+    label; the rest pad (so nearby sample sizes share a program)."""
     label_key, noise_key = jax.random.split(key)
     labels = jax.random.categorical(label_key, jnp.log(params.weights), shape=(rows,))
     labels = jnp.sort(jnp.where(jnp.arange(rows) < n_samples, labels, params.n_components))
@@ -185,16 +182,13 @@ def _sample(key, params, n_samples, salt, rows):
     return params.means[labels] + model.noise_transform(z, labels, params.precisions_cholesky), labels
 
 
-def sample_rows(key: jax.Array, params: MixtureParams, n_samples: int, salt: int | None = None):
+def sample_rows(key: jax.Array, params: MixtureParams, n_samples: int):
     """(X, labels) of :func:`sample` with concrete params padded to :func:`eval_rows` rows and
     in :func:`evaluation_params` form (one program for nearby sizes and every type); the first
-    ``n_samples`` rows are the draws (from ``fold_in(key, salt)`` when a salt is given). Traced
-    params draw exactly ``n_samples`` rows."""
-    salt = None if salt is None else np.uint32(salt)
+    ``n_samples`` rows are the draws. Traced params draw exactly ``n_samples`` rows."""
     if _traced(key, params):
-        return _sample(key, params, n_samples, salt, rows=n_samples)
-    return _sample(key, evaluation_params(params), np.int32(n_samples), salt,
-                   rows=eval_rows(n_samples))
+        return _sample(key, params, n_samples, rows=n_samples)
+    return _sample(key, evaluation_params(params), np.int32(n_samples), rows=eval_rows(n_samples))
 
 
 def sample(key: jax.Array, params: MixtureParams, n_samples: int) -> tuple[jax.Array, jax.Array]:

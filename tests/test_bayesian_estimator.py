@@ -132,6 +132,12 @@ def test_fresh_fit_methods_and_warm_start(blobs):
     Xs, ys = est.sample(500)
     assert Xs.shape == (500, 3) and Xs.dtype == np.float64 and ys.dtype == np.int64
     assert np.all(np.diff(ys) >= 0)
+    ref = SkBGM(n_components=K, random_state=0)     # scikit-learn's draws from the same state
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        setattr(ref, name, getattr(est, name))
+    ref_X, ref_y = ref.sample(500)
+    np.testing.assert_array_equal(Xs, ref_X)
+    np.testing.assert_array_equal(ys, ref_y)
     # posterior_ round-trips; a warm start at the optimum converges at iteration 1
     assert est.posterior_.means.shape == (K, 3)
     est.set_params(warm_start=True, tol=1e3)

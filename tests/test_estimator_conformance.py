@@ -106,6 +106,27 @@ def test_sample_grouped_and_distributed(blobs, covariance_type):
         np.testing.assert_allclose(np.cov(rows.T), c, rtol=0.15, atol=0.05)
 
 
+@pytest.mark.parametrize("random_state", [0, "instance"])
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_sample_equals_sklearn_for_the_same_parameters(blobs, covariance_type, random_state):
+    """sample() follows scikit-learn's NumPy procedure: with our fitted attributes copied into a
+    scikit-learn estimator and the same random_state, both draw the same rows and labels (a
+    RandomState instance advances identically over successive calls)."""
+    state = (lambda: np.random.RandomState(3)) if random_state == "instance" else (lambda: 0)
+    ours = GaussianMixture(K, covariance_type=covariance_type, random_state=state(),
+                           **deterministic_init(covariance_type)).fit(blobs)
+    ref = SKGaussianMixture(K, covariance_type=covariance_type, random_state=state())
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_"):
+        setattr(ref, name, getattr(ours, name))
+    ours.random_state = state()
+    for n in (1, 7, 301):
+        x, y = ours.sample(n)
+        x_ref, y_ref = ref.sample(n)
+        np.testing.assert_array_equal(x, x_ref)
+        np.testing.assert_array_equal(y, y_ref)
+        assert x.dtype == x_ref.dtype and y.dtype == y_ref.dtype
+
+
 @pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data"])
 def test_random_inits_reach_sklearn_optimum(blobs, init_params):
     # tol=1e-6: a uniform-random start sits near a saddle that a loose tol stops at (both libs)

@@ -43,7 +43,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from ..density import eval_rows, evaluation_params, sample_rows
+from ..density import eval_rows
 from ..em import Status
 from ..fit import bucket_rows
 
@@ -63,7 +63,16 @@ CONVERGENCE_MESSAGE = (
     "Best performing initialization did not converge. Try different init parameters, or increase "
     "max_iter, tol, or check for degenerate data.")
 
-_SAMPLE_SALT = 0x5A3D   # sample() uses fold_in(key, salt) so its draws differ from the fit's init
+# One component's rows for ``sample`` (rng, mean (D,), the covariances_ attribute, k, count):
+# scikit-learn's draws for each covariance type.
+_SAMPLERS = {
+    "full": lambda rng, mean, cov, k, count: rng.multivariate_normal(mean, cov[k], count),
+    "tied": lambda rng, mean, cov, k, count: rng.multivariate_normal(mean, cov, count),
+    "diag": lambda rng, mean, cov, k, count: (
+        mean + rng.standard_normal((count, mean.shape[0])) * np.sqrt(cov[k])),
+    "spherical": lambda rng, mean, cov, k, count: (
+        mean + rng.standard_normal((count, mean.shape[0])) * np.sqrt(cov[k])),
+}
 
 
 def x64_scope(dtype):
@@ -73,7 +82,7 @@ def x64_scope(dtype):
     return contextlib.nullcontext()
 
 
-def random_key(random_state, salt: int | None = None) -> jax.Array:
+def random_key(random_state) -> jax.Array:
     """A JAX PRNG key from sklearn's ``random_state`` (None, int or ``np.random.RandomState``).
 
     An int seeds the key directly (no state, so every fit with it is identical). None or a
@@ -88,8 +97,6 @@ def random_key(random_state, salt: int | None = None) -> jax.Array:
         key = np.array([0, seed], np.uint32)   # == PRNGKey(uint32 seed), without an XLA compile
     else:  # pragma: no cover - another PRNG implementation configured by the user
         key = jax.random.PRNGKey(np.uint32(seed))
-    if salt is not None:
-        key = jax.random.fold_in(key, salt)
     return key
 
 
@@ -320,8 +327,12 @@ class BaseMixtureEstimator(DensityMixin, BaseEstimator):
     def sample(self, n_samples=1):
         """Draw ``n_samples`` rows. -> (X (n, D) float64, y int64) grouped by component.
 
-        Drawn on the device from a key derived from ``random_state`` afresh at each call (an int
-        seed gives the same draws every call, a RandomState advances), not with numpy's stream.
+        Drawn on the host with NumPy exactly as scikit-learn draws them: a fresh
+        ``check_random_state(random_state)`` per call (an int seed gives the same draws every
+        call, a RandomState advances), the per-component counts from one multinomial draw,
+        then each component's rows in order (``multivariate_normal`` for full and tied
+        covariances, scaled standard normals for diag and spherical). The same fitted
+        parameters give scikit-learn's samples; nothing is compiled.
         """
         check_is_fitted(self)
         try:
@@ -332,11 +343,17 @@ class BaseMixtureEstimator(DensityMixin, BaseEstimator):
         if n < 1:
             raise ValueError(f"Invalid value for 'n_samples': {n} . The sampling requires at "
                              "least one sample.")
-        dtype = self._fitted_dtype()
-        with x64_scope(dtype):
-            params = evaluation_params(self._sampling_params(), dtype)
-            x, y = sample_rows(random_key(self.random_state), params, n, salt=_SAMPLE_SALT)
-            return np.asarray(x, np.float64)[:n], np.asarray(y, np.int64)[:n]
+        params = self._sampling_params()
+        weights = np.asarray(params.weights, np.float64)
+        means = np.asarray(params.means, np.float64)
+        covariances = np.asarray(params.covariances, np.float64)
+        rng = check_random_state(self.random_state)
+        counts = rng.multinomial(n, weights)
+        draw = _SAMPLERS[self.covariance_type]
+        x = np.vstack([draw(rng, means[k], covariances, k, int(count))
+                       for k, count in enumerate(counts)])
+        y = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        return x, y
 
     # ------------------------------------------------------------------ verbose
 

@@ -59,7 +59,6 @@ class BayesianGaussianMixture(BaseMixtureEstimator):
     * a scalar ``covariance_prior`` with full/tied raises the shape ``ValueError`` (sklearn: a
       ``TypeError`` from numpy); an array ``covariance_prior`` with spherical must hold one value
       (sklearn accepts any array unchecked and then broadcasts or fails).
-    * ``sample`` draws on the device, not with numpy's stream.
     """
 
     _parameter_constraints: dict = {

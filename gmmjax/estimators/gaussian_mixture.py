@@ -147,7 +147,6 @@ class GaussianMixture(BaseMixtureEstimator):
     * ``max_iter=0`` with ``n_init > 1`` keeps the first initialisation (sklearn keeps the last);
       with ``precisions_init`` it works (sklearn raises AttributeError).
     * ``weights_init``/``means_init``/``precisions_init`` are never rewritten by ``fit``.
-    * ``sample`` draws on the device (JAX key from ``random_state``), not with numpy's stream.
     * the "[0, 1]" weights message prints max and min the right way round, and ``sample(0)``'s
       message shows n_samples (sklearn shows n_components).
     * with float64 init arrays and float32 X, attributes stay float32 (sklearn promotes some).
