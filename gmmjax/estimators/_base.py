@@ -43,6 +43,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from ..covariance import get_covariance_model
 from ..density import eval_rows
 from ..em import Status
 from ..fit import bucket_rows
@@ -62,18 +63,6 @@ NONFINITE_MESSAGE = (
 CONVERGENCE_MESSAGE = (
     "Best performing initialization did not converge. Try different init parameters, or increase "
     "max_iter, tol, or check for degenerate data.")
-
-# One component's rows for ``sample`` (rng, mean (D,), the covariances_ attribute, k, count):
-# scikit-learn's draws for each covariance type.
-_SAMPLERS = {
-    "full": lambda rng, mean, cov, k, count: rng.multivariate_normal(mean, cov[k], count),
-    "tied": lambda rng, mean, cov, k, count: rng.multivariate_normal(mean, cov, count),
-    "diag": lambda rng, mean, cov, k, count: (
-        mean + rng.standard_normal((count, mean.shape[0])) * np.sqrt(cov[k])),
-    "spherical": lambda rng, mean, cov, k, count: (
-        mean + rng.standard_normal((count, mean.shape[0])) * np.sqrt(cov[k])),
-}
-
 
 def x64_scope(dtype):
     """``jax.enable_x64(True)`` for float64 work, a no-op context otherwise (never global)."""
@@ -344,16 +333,18 @@ class BaseMixtureEstimator(DensityMixin, BaseEstimator):
             raise ValueError(f"Invalid value for 'n_samples': {n} . The sampling requires at "
                              "least one sample.")
         params = self._sampling_params()
-        weights = np.asarray(params.weights, np.float64)
         means = np.asarray(params.means, np.float64)
-        covariances = np.asarray(params.covariances, np.float64)
+        k, d = means.shape
+        shape = get_covariance_model(params.covariance_type).component_shape(d)
+        cov = np.broadcast_to(np.asarray(params.covariances, np.float64), (k,) + shape)  # tied
         rng = check_random_state(self.random_state)
-        counts = rng.multinomial(n, weights)
-        draw = _SAMPLERS[self.covariance_type]
-        x = np.vstack([draw(rng, means[k], covariances, k, int(count))
-                       for k, count in enumerate(counts)])
-        y = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-        return x, y
+        counts = rng.multinomial(n, np.asarray(params.weights, np.float64))
+        if len(shape) == 2:     # full, tied: (D, D) matrices
+            rows = [rng.multivariate_normal(means[j], cov[j], c) for j, c in enumerate(counts)]
+        else:                   # diag, spherical: independent features
+            rows = [means[j] + rng.standard_normal((c, d)) * np.sqrt(cov[j])
+                    for j, c in enumerate(counts)]
+        return np.vstack(rows), np.repeat(np.arange(k, dtype=np.int64), counts)
 
     # ------------------------------------------------------------------ verbose
 
