@@ -196,7 +196,7 @@ def estep_case(n, d, k) -> Case:
                    note="E-step = gmmjax.log_prob (Mahalanobis GEMMs + log-sum-exp, chunked)")
 
     def step(p):
-        from gmmjax.fit import auto_chunk_size
+        from gmmjax.rows import auto_chunk_size
         chunk = auto_chunk_size(n, k, d)
         f = jax.jit(lambda pp, xx: gmmjax.em_step(pp, xx, chunk_size=chunk))
         return Run(lambda: f(p[1], p[0]), result=lambda r: {"loglik": r[1]},

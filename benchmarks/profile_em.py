@@ -35,7 +35,7 @@ import numpy as np
 import gmmjax
 from gmmjax.covariance import get_covariance_model
 from gmmjax.em import params_from_stats
-from gmmjax.fit import auto_chunk_size
+from gmmjax.rows import auto_chunk_size
 from gmmjax.stats import SuffStats, log_resp_and_norm, weighted_log_prob
 
 from .peers import make_data, make_init

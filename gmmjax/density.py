@@ -18,7 +18,7 @@ import numpy as np
 from .compile_cache import cached_jit
 from .covariance import get_covariance_model
 from .core import pad_components
-from .fit import auto_chunk_size
+from .rows import auto_chunk_size
 from . import missing as _missing
 from .params import FULL_LAYOUT_MAX_FEATURES, MixtureParams, to_full_layout
 from .stats import chunked_map, mixture_log_resp_and_norm

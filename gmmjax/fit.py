@@ -12,10 +12,10 @@ import numpy as np
 from . import missing as _missing
 from .compile_cache import cached_jit
 from .core import fit_restarts, fit_restarts_looped, live_components, pad_components
-from .em import FitResult, best_restart  # noqa: F401  (best_restart: re-exported)
+from .em import FitResult
 from .covariance import TYPE_CODES
 from .params import FULL_LAYOUT_MAX_FEATURES, MixtureParams, from_full_layout, to_full_layout
-from .rows import auto_chunk_size, bucket_rows, pad_to  # noqa: F401  (re-exported)
+from .rows import auto_chunk_size, bucket_rows, pad_to
 from .validation import (HostCentring, check_data, check_em_options, check_init_params,
                          check_key, check_n_samples, check_sample_weight, init_method_name,
                          is_traced, warn_if_narrowed, without_reverse_mode)

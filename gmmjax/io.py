@@ -58,8 +58,8 @@ def _split_constructor_params(est) -> tuple[dict, dict]:
         elif isinstance(value, numbers.Real):
             plain[name] = float(value)
         elif isinstance(value, np.random.RandomState):
-            warnings.warn(f"random_state is a RandomState instance, which cannot be saved as "
-                          f"data; it is stored as None.", UserWarning, stacklevel=3)
+            warnings.warn("random_state is a RandomState instance, which cannot be saved as "
+                          "data; it is stored as None.", UserWarning, stacklevel=3)
             plain[name] = None
         else:
             arr = np.asarray(value)

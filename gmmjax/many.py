@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .em import FitResult
-from .fit import bucket_rows, fit
+from .fit import fit
+from .rows import bucket_rows
 from .validation import check_data, check_sample_weight, float_dtype, warn_if_narrowed
 
 __all__ = ["fit_many", "pad_datasets"]

@@ -26,11 +26,10 @@ import jax.numpy as jnp
 from .covariance import get_covariance_model
 from .em import Status, params_from_stats
 from .params import MixtureParams
-from .sgd import (check_init, epoch_batches, initial_params, is_array_data, pad_batch,
+from .sgd import (check_array_data, epoch_batches, initial_params, is_array_data, pad_batch,
                   start_batches)
 from .stats import SuffStats, responsibility_stats, weighted_log_prob
-from .validation import (check_data, check_int, check_n_samples, check_nonnegative,
-                         check_sample_weight)
+from .validation import check_int, check_nonnegative
 
 
 def stepwise_schedule(t0: float = 2.0, kappa: float = 0.6) -> Callable:
@@ -230,13 +229,9 @@ def fit_online(key: jax.Array, data, n_components: int, *, covariance_type: str 
     warmup_batches = check_int(warmup_batches, "warmup_batches", 1)
 
     if is_array_data(data):
-        x = check_data(data)
-        n, d = x.shape
-        w = check_sample_weight(sample_weight, n, x.dtype)
-        check_n_samples(w, n_components)
-        init_name, init_params = check_init(init, covariance_type, n_components, d)
-        if init_params is not None:
-            init_params = init_params.astype(x.dtype)
+        x, w, init_name, init_params = check_array_data(data, sample_weight, n_components, init,
+                                                        covariance_type)
+        n = x.shape[0]
         return _fit_online_array(key, x, w, init_params, jnp.asarray(reg_covar, x.dtype),
                                  step_size=step_size, n_components=n_components,
                                  covariance_type=covariance_type, init_name=init_name,

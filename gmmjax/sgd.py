@@ -282,11 +282,7 @@ def start_batches(key, data, n_epochs: int | None, sample_size: int | None,
             return pending.pop() if pending else map(split_batch, epoch_iterable())
 
     x0, w0 = jnp.asarray(sample[0]), jnp.asarray(sample[1])
-    check_n_samples(w0, n_components)
-    init_name, init_params = check_init(init, covariance_type, n_components, x0.shape[1])
-    if init_params is not None:
-        init_params = init_params.astype(x0.dtype)
-    return epochs, n_epochs, x0, w0, init_name, init_params
+    return (epochs, n_epochs, x0, w0) + _check_start(x0, w0, n_components, init, covariance_type)
 
 
 def is_array_data(data) -> bool:
@@ -294,6 +290,25 @@ def is_array_data(data) -> bool:
     if hasattr(data, "shape") and hasattr(data, "dtype"):
         return True
     return isinstance(data, (list, tuple)) and len(data) > 0 and np.ndim(data[0]) <= 1
+
+
+def check_array_data(data, sample_weight, n_components: int, init, covariance_type: str):
+    """An in-memory (N, D) data set for fit_sgd / fit_online, checked on the host.
+
+    -> (x (N, D), w (N,), init_name, init_params in x's dtype or None).
+    """
+    x = check_data(data)
+    w = check_sample_weight(sample_weight, x.shape[0], x.dtype)
+    return (x, w) + _check_start(x, w, n_components, init, covariance_type)
+
+
+def _check_start(x, w, n_components: int, init, covariance_type: str):
+    """Enough weighted rows, and the init -> (init_name, init_params in x's dtype or None)."""
+    check_n_samples(w, n_components)
+    init_name, init_params = check_init(init, covariance_type, n_components, x.shape[1])
+    if init_params is not None:
+        init_params = init_params.astype(x.dtype)
+    return init_name, init_params
 
 
 def split_batch(batch, name="batch"):
@@ -509,13 +524,9 @@ def fit_sgd(key: jax.Array, data, n_components: int, *, covariance_type: str = "
     warmup_batches = check_int(warmup_batches, "warmup_batches", 1)
 
     if is_array_data(data):
-        x = check_data(data)
+        x, w, init_name, init_params = check_array_data(data, sample_weight, n_components, init,
+                                                        covariance_type)
         n, d = x.shape
-        w = check_sample_weight(sample_weight, n, x.dtype)
-        check_n_samples(w, n_components)
-        init_name, init_params = check_init(init, covariance_type, n_components, d)
-        if init_params is not None:
-            init_params = init_params.astype(x.dtype)
         if user_prior is not None:
             user_prior = _check_prior(user_prior, d, x.dtype)
         return _fit_sgd_array(key, x, w, init_params, user_prior, jnp.asarray(reg_covar, x.dtype),

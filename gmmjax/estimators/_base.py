@@ -35,7 +35,6 @@ import time
 import warnings
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
@@ -46,7 +45,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from ..covariance import get_covariance_model
 from ..density import eval_rows
 from ..em import Status
-from ..fit import bucket_rows
+from ..rows import bucket_rows
 
 __all__ = ["BaseMixtureEstimator", "ILL_DEFINED_MESSAGE", "pad_rows", "random_key", "x64_scope"]
 

@@ -16,7 +16,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ..bayesian import (WEIGHT_CONCENTRATION_PRIOR_TYPES, BayesianParams, BayesianPriors,
                         check_priors, evaluate, fit_bayesian)
 from ..covariance import COVARIANCE_TYPES, get_covariance_model
-from ..fit import auto_chunk_size
+from ..rows import auto_chunk_size
 from ._base import BaseMixtureEstimator, pad_rows
 
 __all__ = ["BayesianGaussianMixture"]

@@ -15,7 +15,8 @@ from sklearn.utils.validation import validate_data
 from ..covariance import COVARIANCE_TYPES, get_covariance_model
 from ..compile_cache import cached_jit
 from ..density import evaluate, evaluation_params
-from ..fit import auto_chunk_size, fit
+from ..fit import fit
+from ..rows import auto_chunk_size
 from ..init import initialize
 from ..params import MixtureParams, from_precisions
 from ..missing import evaluate as evaluate_missing
