@@ -14,7 +14,7 @@ from .fit import fit
 
 _LAZY = {
     "covariance": ["COVARIANCE_TYPES", "get_covariance_model"],
-    "density": ["log_prob", "predict", "predict_log_proba", "predict_proba", "sample"],
+    "density": ["impute", "log_prob", "predict", "predict_log_proba", "predict_proba", "sample"],
     "em": ["FitResult", "Status", "e_step", "em_step", "m_step"],
     "init": ["INIT_METHODS", "initialize", "kmeans", "kmeans_plusplus"],
     "params": ["MixtureParams", "from_covariances", "from_precisions", "from_precisions_cholesky"],
@@ -23,7 +23,6 @@ _LAZY = {
     "outliers": ["contamination_threshold", "fit_outlier_detector", "inlier_labels",
                  "outlier_mask"],
     "kde": ["kde_bandwidth", "kde_log_prob", "kde_sample"],
-    "missing": ["impute"],
     "many": ["fit_many", "pad_datasets"],
     "streaming": ["array_chunks", "fit_stream"],
     "online": ["OnlineResult", "OnlineState", "fit_online", "online_init", "online_step",

@@ -204,3 +204,16 @@ def sample(key: jax.Array, params: MixtureParams, n_samples: int) -> tuple[jax.A
         return x, labels
     x, labels = jax.device_get((x, labels))         # slice on the host: no compile per n
     return jax.device_put(x[:n]), jax.device_put(labels[:n])
+
+
+def impute(params: MixtureParams, X, key: jax.Array | None = None, *,
+           chunk_size: int | None = None) -> jax.Array:
+    """X (N, D) with its NaN entries filled in under the mixture ``params``; observed entries are
+    returned unchanged (bit for bit).
+
+    Without ``key``: E[x_m | x_o] = Σ_k p(k | x_o) E_k[x_m | x_o] (posterior-weighted conditional
+    means). With a PRNG ``key``: one draw per row of a component from p(k | x_o) and of x_m from
+    that component's conditional (call with several keys for multiple imputation). A row with no
+    observed entry gets the mixture mean (or a draw from the mixture). Works under jit."""
+    x = _checked(params, X, "marginalize")
+    return _missing.evaluate(params, x, 2, chunk_size=_auto_chunk(params, x, chunk_size), key=key)

@@ -404,16 +404,3 @@ def evaluate(params: MixtureParams, x: jax.Array, part: int, *, chunk_size=None,
     buckets = slot_buckets(x.shape[1], max_missing(x))
     return _evaluate(params, x, key, chunk_size=chunk_size, buckets=buckets, part=part)
 
-
-def impute(params: MixtureParams, X, key: jax.Array | None = None, *,
-           chunk_size: int | None = None) -> jax.Array:
-    """X (N, D) with its NaN entries filled in under the mixture ``params``; observed entries are
-    returned unchanged (bit for bit).
-
-    Without ``key``: E[x_m | x_o] = Σ_k p(k | x_o) E_k[x_m | x_o] (posterior-weighted conditional
-    means). With a PRNG ``key``: one draw per row of a component from p(k | x_o) and of x_m from
-    that component's conditional (call with several keys for multiple imputation). A row with no
-    observed entry gets the mixture mean (or a draw from the mixture). Works under jit."""
-    from .density import _auto_chunk, _checked
-    x = _checked(params, X, "marginalize")
-    return evaluate(params, x, 2, chunk_size=_auto_chunk(params, x, chunk_size), key=key)

@@ -277,7 +277,7 @@ class GaussianMixture(BaseMixtureEstimator):
         mixture (observed entries unchanged); with ``random_state`` (int or RandomState), drawn
         from the conditional instead (multiple imputation). See :func:`gmmjax.impute`."""
         from sklearn.utils.validation import check_is_fitted
-        from ..missing import impute
+        from ..density import impute
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan",
                           dtype=[np.float64, np.float32])
