@@ -23,13 +23,11 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .covariance import get_covariance_model
 from .em import Status, params_from_stats
 from .params import MixtureParams
-from .sgd import (check_array_data, epoch_batches, initial_params, is_array_data, pad_batch,
-                  start_batches)
+from .sgd import (check_array_data, check_training_options, epoch_batches, initial_params,
+                  is_array_data, pad_batch, start_batches)
 from .stats import SuffStats, responsibility_stats, weighted_log_prob
-from .validation import check_int, check_nonnegative
 
 
 def stepwise_schedule(t0: float = 2.0, kappa: float = 0.6) -> Callable:
@@ -217,16 +215,10 @@ def fit_online(key: jax.Array, data, n_components: int, *, covariance_type: str 
 
     Returns an :class:`OnlineResult`.
     """
-    n_components = check_int(n_components, "n_components", 1)
-    batch_size = check_int(batch_size, "batch_size", 1)
-    if n_epochs is not None:
-        n_epochs = check_int(n_epochs, "n_epochs", 1)
-    get_covariance_model(covariance_type)
-    check_nonnegative(reg_covar, "reg_covar")
+    n_components, batch_size, n_epochs, sample_size, warmup_batches = check_training_options(
+        n_components, batch_size, n_epochs, sample_size, warmup_batches, covariance_type,
+        reg_covar)
     step_size = _default_schedule() if step_size is None else _check_step_size(step_size)
-    if sample_size is not None:
-        sample_size = check_int(sample_size, "sample_size", 1)
-    warmup_batches = check_int(warmup_batches, "warmup_batches", 1)
 
     if is_array_data(data):
         x, w, init_name, init_params = check_array_data(data, sample_weight, n_components, init,

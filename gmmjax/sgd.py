@@ -292,6 +292,18 @@ def is_array_data(data) -> bool:
     return isinstance(data, (list, tuple)) and len(data) > 0 and np.ndim(data[0]) <= 1
 
 
+def check_training_options(n_components, batch_size, n_epochs, sample_size, warmup_batches,
+                           covariance_type: str, reg_covar):
+    """fit_sgd's and fit_online's shared options, checked on the host -> (n_components,
+    batch_size, n_epochs or None, sample_size or None, warmup_batches) as ints."""
+    get_covariance_model(covariance_type)
+    check_nonnegative(reg_covar, "reg_covar")
+    return (check_int(n_components, "n_components", 1), check_int(batch_size, "batch_size", 1),
+            None if n_epochs is None else check_int(n_epochs, "n_epochs", 1),
+            None if sample_size is None else check_int(sample_size, "sample_size", 1),
+            check_int(warmup_batches, "warmup_batches", 1))
+
+
 def check_array_data(data, sample_weight, n_components: int, init, covariance_type: str):
     """An in-memory (N, D) data set for fit_sgd / fit_online, checked on the host.
 
@@ -501,12 +513,9 @@ def fit_sgd(key: jax.Array, data, n_components: int, *, covariance_type: str = "
 
     Returns an :class:`SGDResult`.
     """
-    n_components = check_int(n_components, "n_components", 1)
-    batch_size = check_int(batch_size, "batch_size", 1)
-    if n_epochs is not None:
-        n_epochs = check_int(n_epochs, "n_epochs", 1)
-    get_covariance_model(covariance_type)
-    check_nonnegative(reg_covar, "reg_covar")
+    n_components, batch_size, n_epochs, sample_size, warmup_batches = check_training_options(
+        n_components, batch_size, n_epochs, sample_size, warmup_batches, covariance_type,
+        reg_covar)
     if optimizer is None:
         optimizer = _default_optimizer(DEFAULT_LEARNING_RATE)
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
@@ -519,9 +528,6 @@ def fit_sgd(key: jax.Array, data, n_components: int, *, covariance_type: str = "
     user_prior = prior if isinstance(prior, ConjugatePrior) else None
     if n_samples is not None:
         n_samples = check_int(n_samples, "n_samples", 1)
-    if sample_size is not None:
-        sample_size = check_int(sample_size, "sample_size", 1)
-    warmup_batches = check_int(warmup_batches, "warmup_batches", 1)
 
     if is_array_data(data):
         x, w, init_name, init_params = check_array_data(data, sample_weight, n_components, init,
