@@ -36,8 +36,6 @@ LEFT_OUT = {
     "test_gaussian_mixture_precisions_init": PRIVATE + " (_initialize)",
     "test_gaussian_mixture_all_init_does_not_estimate_gaussian_parameters":
         "mocks scikit-learn's private _estimate_gaussian_parameters",
-    "test_sample": "slow: draws 99 sample sizes per covariance type and gmmjax compiles sample() "
-                   "once per n_samples (a static shape): ~400 compiles",
     "test_gaussian_mixture_array_api_compliance": "scikit-learn's array-API namespaces",
     "test_gaussian_mixture_raises_where_array_api_not_implemented":
         "scikit-learn's array-API namespaces",
