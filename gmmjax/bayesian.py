@@ -33,11 +33,11 @@ from .covariance import array_namespace, get_covariance_model
 from .em import Status, best_restart, run_from
 from .init import INIT_METHODS, initial_responsibilities, resp_stats
 from .params import MixtureParams
-from .rows import auto_chunk_size, bucket_rows, pad_to
+from .rows import auto_chunk_size, bucket_rows, pad_resp, pad_to
 from .stats import (SuffStats, chunked_map, chunked_sum, component_log_prob, log_resp_and_norm,
                     responsibility_stats)
-from .validation import (HostCentring, check_data, check_em_options, check_n_samples,
-                         check_sample_weight, is_traced, warn_if_narrowed)
+from .validation import (HostCentring, check_data, check_em_options, check_init_resp,
+                         check_n_samples, check_sample_weight, is_traced, warn_if_narrowed)
 
 HIGHEST = jax.lax.Precision.HIGHEST
 LOG_2 = math.log(2.0)
@@ -516,15 +516,8 @@ def fit_bayesian(key: jax.Array, X, n_components: int, *, covariance_type: str =
         init_name, init_value = init, None
     else:
         init_name = "resp"
-        resp = jnp.asarray(init, x.dtype)
-        if resp.shape[-2:] != (n, n_components) or resp.ndim not in (2, 3) or (
-                resp.ndim == 3 and resp.shape[0] != n_init):
-            raise ValueError(f"init responsibilities must have shape ({n}, {n_components}) or "
-                             f"({n_init}, {n}, {n_components}); got {tuple(resp.shape)}.")
-        if not is_traced(resp) and not bool(jnp.all(jnp.isfinite(resp) & (resp >= 0))):
-            raise ValueError("init responsibilities must be finite and non-negative.")
-        pad = [(0, 0)] * (resp.ndim - 2) + [(0, n_pad - n), (0, 0)]
-        init_value = jnp.pad(resp, pad)
+        check_init_resp(init, n, n_components, n_init)
+        init_value = pad_resp(init, n_init, n_init, n_pad, n_components, x.dtype)
 
     x, w = pad_to(x, w, n_pad)
 

@@ -112,14 +112,14 @@ def fit_restarts(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bou
 
 
 def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bound, n_init,
-                        max_iter, type_code=None, *, restart_capacity: int, iter_capacity: int,
-                        **static) -> FitResult:
+                        max_iter, type_code=None, noise=None, *, restart_capacity: int,
+                        iter_capacity: int, **static) -> FitResult:
     """:func:`fit_restarts` with the restarts run one after another in a loop over a traced
     count ``n_init`` (and a traced ``max_iter``), keeping the best so far: one program for every
     n_init ≤ ``restart_capacity`` and max_iter ≤ ``iter_capacity``. On CPU this is faster than
     the vmap (no batched GEMMs, no lockstep to the slowest restart). restart_lower_bounds /
     restart_status have ``restart_capacity`` entries (NaN / −1 past n_init), lower_bounds
-    ``iter_capacity``."""
+    ``iter_capacity``. ``noise`` (if any) carries a leading (restart_capacity,) axis."""
     marginalize = static.get("missing_buckets") is not None
     w, shift = _unit_weights_and_shift(x, w, LOCAL, marginalize)
     xs = x - shift
@@ -130,7 +130,8 @@ def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bou
     def run(i):
         p = (jax.tree_util.tree_map(lambda a: a[i], init_params) if per_restart
              else init_params)
-        return run_restart(jax.random.fold_in(key, i), xs, w, p, None, n_live, tol, reg_covar,
+        r = None if noise is None else jax.tree_util.tree_map(lambda a: a[i], noise)
+        return run_restart(jax.random.fold_in(key, i), xs, w, p, r, n_live, tol, reg_covar,
                            prev_bound, max_iter=max_iter, capacity=iter_capacity,
                            type_code=type_code, **static)
 

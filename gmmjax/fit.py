@@ -15,10 +15,10 @@ from .core import fit_restarts, fit_restarts_looped, live_components, pad_compon
 from .em import FitResult
 from .covariance import TYPE_CODES
 from .params import FULL_LAYOUT_MAX_FEATURES, MixtureParams, from_full_layout, to_full_layout
-from .rows import auto_chunk_size, bucket_rows, pad_to
+from .rows import auto_chunk_size, bucket_rows, pad_resp, pad_to
 from .validation import (HostCentring, check_data, check_em_options, check_init_params,
-                         check_key, check_n_samples, check_sample_weight, init_method_name,
-                         is_traced, warn_if_narrowed, without_reverse_mode)
+                         check_init_resp, check_key, check_n_samples, check_sample_weight,
+                         init_method_name, is_traced, warn_if_narrowed, without_reverse_mode)
 
 
 def _is_row_sharded(x) -> bool:
@@ -75,21 +75,24 @@ RESTART_CAPACITY, ITER_CAPACITY = 16, 128     # n_init ≤ 16 and max_iter ≤ 1
 @functools.partial(cached_jit, static_argnames=("n_components", "covariance_type", "init", "n_init",
                                                 "max_iter", "chunk_size", "missing_buckets"))
 def _fit_program(key, x, w, init_params, tol, reg_covar, prev_bound=None, n_live=None,
-                 counts=None, type_code=None, *, n_components, covariance_type, init, n_init,
-                 max_iter, chunk_size, missing_buckets=None):
+                 counts=None, type_code=None, init_resp=None, *, n_components, covariance_type,
+                 init, n_init, max_iter, chunk_size, missing_buckets=None):
     """The fit program. ``counts`` None: ``n_init`` vmapped restarts. ``counts`` = (n_init,
     max_iter) traced: restarts in a loop, the static n_init / max_iter being capacities.
     ``type_code`` (traced, covariance_type "full"): the covariance type, as an operand.
+    ``init_resp`` (n_init, N, K): given initial responsibilities (init "resp").
     ``missing_buckets``: rows with NaN entries."""
     if missing_buckets is not None:   # rows with NaN: sorted by their count (few slots per chunk)
-        x, w, _ = _missing.sort_by_missing(x, w)
+        x, w, order = _missing.sort_by_missing(x, w)
+        if init_resp is not None:
+            init_resp = init_resp[:, order]
     static = dict(n_components=n_components, covariance_type=covariance_type, init=init,
                   chunk_size=chunk_size, missing_buckets=missing_buckets)
     if counts is not None:
         return fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bound,
-                                   *counts, type_code, restart_capacity=n_init,
+                                   *counts, type_code, init_resp, restart_capacity=n_init,
                                    iter_capacity=max_iter, **static)
-    return fit_restarts(key, x, w, init_params, None, n_live, tol, reg_covar, prev_bound,
+    return fit_restarts(key, x, w, init_params, init_resp, n_live, tol, reg_covar, prev_bound,
                         restart_ids=jnp.arange(n_init), max_iter=max_iter,
                         type_code=type_code, **static)
 
@@ -110,8 +113,11 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
         enabled, else computed in float32 (one UserWarning per process).
       n_components: K.
       covariance_type: "full", "tied", "diag" or "spherical".
-      init: "kmeans" (Lloyd seeded by k-means++), "k-means++", "random", "random_from_data", or a
-        MixtureParams (optionally with a leading (n_init,) axis: one per restart).
+      init: "kmeans" (Lloyd seeded by k-means++), "k-means++", "random", "random_from_data", a
+        MixtureParams (optionally with a leading (n_init,) axis: one per restart), or an (N, K)
+        array of initial responsibilities (or (n_init, N, K): one per restart), which the first
+        M-step turns into parameters as scikit-learn's ``_initialize(X, resp)`` does (the
+        estimators pass scikit-learn's own initialisation this way).
       n_init, max_iter, tol, reg_covar: as scikit-learn (stop when |Δ mean log-lik| < tol).
       sample_weight: (N,) non-negative weights; zero-weight rows are padding.
       chunk_size: rows per chunk for the statistics (memory O(chunk·K·D + K·D²)); None picks one
@@ -144,11 +150,14 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     """
     n_components, n_init, max_iter, chunk_size = check_em_options(
         n_components, n_init, max_iter, tol, reg_covar, covariance_type, chunk_size)
-    init_name = init_method_name(init)
+    init_name = init_method_name(init, arrays=True)
     marginalize = _missing.check_missing(missing)
     if mesh is not None or process_local or _is_row_sharded(X):
         if marginalize:
             raise ValueError(_missing.UNSUPPORTED.format(what="The sharded fit (mesh=...)"))
+        if init_name == "resp":
+            raise ValueError("init responsibilities are taken by the single-device fit only; "
+                             "the sharded fit (mesh=...) takes an init method or MixtureParams.")
         from .distributed import fit_sharded
         warn_if_narrowed(X, "fit")
         return fit_sharded(key, X, n_components, mesh=mesh, data_axis=data_axis,
@@ -166,7 +175,8 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     warn_if_narrowed(X, "fit")           # valid input, computed in float32
     # under the user's vmap/jit (fit_many, a vmap over keys, ...): any traced operand
     traced_input = is_traced(*jax.tree_util.tree_leaves(
-        (x, w, key, tol, reg_covar, initial_lower_bound, init if init_name == "params" else None)))
+        (x, w, key, tol, reg_covar, initial_lower_bound,
+         init if init_name in ("params", "resp") else None)))
     k_pad, masked = component_bucket(bucket_rows(n, None), n_components, d, traced_input)
     # small eager problems: every covariance type in the full layout, the type an operand (one
     # program); not under vmap/jit (the user's program is compiled anyway, and D² work per row
@@ -183,7 +193,8 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
             init_params = to_full_layout(init_params)
     if chunk_size is None:
         chunk_size = auto_chunk_size(n, k_pad, d)
-    x, w = pad_to(x, w, bucket_rows(n, chunk_size))
+    n_rows = bucket_rows(n, chunk_size)
+    x, w = pad_to(x, w, n_rows)
     prev_bound = (None if initial_lower_bound is None
                   else jnp.asarray(initial_lower_bound, x.dtype))
     n_live = np.int32(n_components) if masked else None
@@ -195,12 +206,16 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
         if init_params is not None and init_params.weights.ndim == 2:
             init_params = jax.tree_util.tree_map(lambda a: jnp.concatenate(
                 [a, jnp.broadcast_to(a[-1:], (n_cap - n_init,) + a.shape[1:])]), init_params)
+    init_resp = None
+    if init_name == "resp":
+        check_init_resp(init, n, n_components, n_init)
+        init_resp = pad_resp(init, n_init, n_cap, n_rows, k_pad, x.dtype)
     program = functools.partial(_fit_program, n_components=k_pad, covariance_type=program_type,
                                 init=init_name, n_init=n_cap, max_iter=iter_cap,
                                 chunk_size=chunk_size, missing_buckets=buckets)
     res = without_reverse_mode(program, check_key(key), x, w, init_params,
                                jnp.asarray(tol, x.dtype), jnp.asarray(reg_covar, x.dtype),
-                               prev_bound, n_live, counts, type_code)
+                               prev_bound, n_live, counts, type_code, init_resp)
     traced = is_traced(*jax.tree_util.tree_leaves(res))
     if not traced:      # slice and reshape on the host: nothing to compile per K or n_init
         res = jax.device_get(res)

@@ -150,10 +150,13 @@ def initial_responsibilities(key: jax.Array, x: jax.Array, w: jax.Array, n_compo
 
     ``noise``: this device's rows of the method's random array ("random": uniform (N, K);
     "random_from_data": Gumbel (N,)) when drawn outside on the global row count (the sharded
-    fit); by default drawn here from ``key``.
+    fit); by default drawn here from ``key``. Method "resp": ``noise`` is the (N, K)
+    responsibilities themselves (given by the caller, e.g. scikit-learn's own initialisation).
     """
     n, k = x.shape[0], n_components
     mask = _live_mask(k, n_live)
+    if method == "resp":                  # given: (N, K) responsibilities, passed as ``noise``
+        return noise
     if method == "kmeans":
         _, labels = kmeans(key, x, w, k, chunk_size=chunk_size, rows=rows, n_live=n_live)
         return jax.nn.one_hot(labels, k, dtype=x.dtype)

@@ -5,7 +5,8 @@ holds. Everything it does *across* rows goes through a :class:`Rows`: on one dev
 (``Rows()``), inside ``jax.shard_map`` a ``psum`` over the data axis (``Rows("data")``). A
 variant differs only in how it feeds rows and which ``Rows`` it passes.
 
-Also here, below ``fit.py`` and ``distributed.py``: row bucketing and automatic chunk sizes.
+Also here, below ``fit.py`` and ``distributed.py``: row bucketing, automatic chunk sizes and
+the padding of per-row init arrays.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from .stats import chunked_sum
@@ -95,6 +97,23 @@ def pad_to(x: jax.Array, w: jax.Array, n_rows: int) -> tuple[jax.Array, jax.Arra
         return x, w
     return (jnp.concatenate([x, jnp.zeros((n_rows - n,) + x.shape[1:], x.dtype)]),
             jnp.concatenate([w, jnp.zeros((n_rows - n,), w.dtype)]))
+
+
+def pad_resp(resp, n_init: int, n_restarts: int, n_rows: int, n_components: int, dtype):
+    """Initial responsibilities (N, K) or (n_init, N, K) as a fit program takes them: one per
+    restart slot (the last repeated up to ``n_restarts``), zero rows for padding rows, zero
+    columns for masked components. NumPy on the host for concrete input (nothing compiled),
+    jax.numpy when traced."""
+    xp = jnp if isinstance(resp, jax.core.Tracer) else np
+    resp = xp.asarray(resp).astype(dtype)
+    if resp.ndim == 2:
+        resp = xp.broadcast_to(resp, (n_init,) + resp.shape)
+    n, k = resp.shape[1:]
+    resp = xp.pad(resp, [(0, 0), (0, n_rows - n), (0, n_components - k)])
+    if n_restarts > n_init:
+        resp = xp.concatenate([resp, xp.broadcast_to(resp[-1:], (n_restarts - n_init,)
+                                                     + resp.shape[1:])])
+    return resp
 
 
 def weighted_mean(x: jax.Array, w: jax.Array, rows: Rows = LOCAL) -> jax.Array:

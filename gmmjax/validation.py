@@ -356,15 +356,35 @@ def check_init_params(init: MixtureParams, covariance_type: str, n_components: i
     return init
 
 
-def init_method_name(init) -> str:
-    """"params" for a MixtureParams init, else the validated method name from INIT_METHODS."""
+def init_method_name(init, arrays: bool = False) -> str:
+    """"params" for a MixtureParams init, "resp" for an array of initial responsibilities (only
+    where ``arrays`` says the caller takes them), else the validated method name."""
     from .init import INIT_METHODS
     if isinstance(init, MixtureParams):
         return "params"
     if isinstance(init, str) and init in INIT_METHODS:
         return init
-    raise ValueError(f"Unknown init {init!r}; expected one of {list(INIT_METHODS)} or a "
-                     "MixtureParams.")
+    if arrays and not isinstance(init, str) and hasattr(init, "shape"):
+        return "resp"
+    raise ValueError(f"Unknown init {init!r}; expected one of {list(INIT_METHODS)}"
+                     + (", an (N, K) responsibility array" if arrays else "")
+                     + " or a MixtureParams.")
+
+
+def check_init_resp(resp, n_samples: int, n_components: int, n_init: int):
+    """Initial responsibilities given to a fit: (N, K) for every restart or (n_init, N, K) one
+    per restart; finite and non-negative (value checks skipped for tracers). Returned as is."""
+    shape = tuple(np.shape(resp))
+    if shape[-2:] != (n_samples, n_components) or len(shape) not in (2, 3) or (
+            len(shape) == 3 and shape[0] != n_init):
+        raise ValueError(f"init responsibilities must have shape ({n_samples}, {n_components}) "
+                         f"or ({n_init}, {n_samples}, {n_components}); got {shape}.")
+    if not is_traced(resp):
+        values = np.asarray(resp)
+        if not np.issubdtype(values.dtype, np.number) or not np.all(np.isfinite(values)
+                                                                  & (values >= 0)):
+            raise ValueError("init responsibilities must be finite and non-negative.")
+    return resp
 
 
 def check_em_options(n_components, n_init, max_iter, tol, reg_covar, covariance_type,

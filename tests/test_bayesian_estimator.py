@@ -145,6 +145,19 @@ def test_fresh_fit_methods_and_warm_start(blobs):
     assert est.n_iter_ == 1 and est.converged_
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_same_random_state_same_fit_as_sklearn(blobs, covariance_type):
+    """The same random_state draws scikit-learn's own initialisations (every method, restarts
+    in order from one RandomState), so a fresh fit is scikit-learn's fit. (Tied point-mass
+    inits differ on purpose, as in GaussianMixture: their tied scatter is 0, not XᵀX-based.)"""
+    point_mass = ("k-means++", "random_from_data")
+    for init in ("kmeans", "random") + (() if covariance_type == "tied" else point_mass):
+        params = dict(n_components=K, covariance_type=covariance_type, init_params=init,
+                      n_init=2, tol=1e-6, random_state=3)
+        assert_same_fit(quiet_fit(BayesianGaussianMixture(**params), blobs),
+                        quiet_fit(SkBGM(**params), blobs))
+
+
 def test_two_moons_prunes_like_sklearn():
     X, _ = make_moons(1000, noise=0.05, random_state=0)
     ours = quiet_fit(BayesianGaussianMixture(n_components=10, n_init=10, random_state=0), X)

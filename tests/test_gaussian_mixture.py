@@ -4,6 +4,7 @@ Side-by-side numerical comparisons with sklearn live in test_estimator_conforman
 (N ≤ 128 rows -> one padded bucket, D=2, K=2) are shared with that module to reuse compiles.
 """
 
+import copy
 import pickle
 import re
 import sys
@@ -22,7 +23,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 import gmmjax as gj
 from gmmjax import GaussianMixture
-from gmmjax.estimators._base import random_key
+from gmmjax.estimators._base import initial_resp, random_key
 
 fit_module = sys.modules["gmmjax.fit"]
 K, D = 2, 2
@@ -319,16 +320,45 @@ def test_params_and_from_params(X, fitted):
         GaussianMixture.from_params(jax.tree_util.tree_map(lambda a: a[None], res.params))
 
 
-def test_estimator_seed_is_the_functional_key(X):
-    """The int random_state is PRNGKey(seed): gmmjax.fit with that key on the padded rows gives the
-    estimator's fit (the estimator is a facade, not a second implementation)."""
-    gm = GaussianMixture(K, random_state=4, tol=1e-6, init_params="random").fit(X)
+def test_estimator_is_the_functional_fit_from_sklearns_init(X):
+    """The estimator draws scikit-learn's initial responsibilities from random_state and runs
+    gmmjax.fit from them on the padded rows (a facade, not a second implementation)."""
+    gm = GaussianMixture(K, random_state=4, tol=1e-6, init_params="random", n_init=2).fit(X)
     w = np.r_[np.ones(len(X)), np.zeros(8)]
+    resp = initial_resp(X, None, K, "random", np.random.RandomState(4), 2)
     with jax.enable_x64(True):
-        res = gj.fit(random_key(4), np.vstack([X, np.zeros((8, D))]), K, init="random",
-                     tol=1e-6, sample_weight=w)
+        res = gj.fit(jax.random.key(123), np.vstack([X, np.zeros((8, D))]), K, n_init=2,
+                     init=np.pad(resp, [(0, 0), (0, 8), (0, 0)]), tol=1e-6, sample_weight=w)
         np.testing.assert_allclose(gm.means_, np.asarray(res.params.means), rtol=1e-12)
         assert gm.n_iter_ == int(res.n_iter)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data"])
+def test_same_random_state_same_fit_as_sklearn(covariance_type, init_params):
+    """A user who changes the import gets scikit-learn's answers: the same random_state draws the
+    same initialisations (scikit-learn's own functions, in its order: an int or a RandomState
+    consumed across n_init restarts), and EM then agrees to rounding (float64)."""
+    if covariance_type == "tied" and init_params in ("k-means++", "random_from_data"):
+        pytest.skip("deliberate difference: point-mass inits get the tied covariance reg_covar "
+                    "(scikit-learn's tied formula assumes rows of resp summing to 1)")
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(size=(150, 2)), rng.normal(size=(100, 2)) * 0.5 + 4,
+                        rng.normal(size=(50, 2)) * 0.3 - 3])
+    n_init = 1 if covariance_type == "tied" else 3   # tied: restarts tie up to permutation
+    for random_state in (7, np.random.RandomState(7)):
+        kw = dict(covariance_type=covariance_type, init_params=init_params, n_init=n_init,
+                  tol=1e-6)
+        ours = GaussianMixture(3, random_state=copy.deepcopy(random_state), **kw).fit(x)
+        ref = SKGaussianMixture(3, random_state=copy.deepcopy(random_state), **kw).fit(x)
+        assert ours.n_iter_ == ref.n_iter_
+        for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+            np.testing.assert_allclose(getattr(ours, name), getattr(ref, name), rtol=1e-9,
+                                       atol=1e-11, err_msg=name)
+        np.testing.assert_allclose(ours.lower_bound_, ref.lower_bound_, rtol=1e-12)
+        # a RandomState goes on from where fit left it, in both: the same samples after
+        if not isinstance(random_state, int):
+            np.testing.assert_allclose(ours.sample(5)[0], ref.sample(5)[0], rtol=1e-9)
 
 
 def test_refit_same_shape_compiles_nothing(X, fitted):

@@ -6,8 +6,9 @@ This base class owns everything that is the same for every mixture estimator:
 * scikit-learn's parameter validation (``_parameter_constraints`` + ``_fit_context``, so bad
   hyper-parameters raise ``InvalidParameterError`` with sklearn's own messages, at fit time);
 * ``validate_data`` (``n_features_in_``, ``feature_names_in_``, NaN/inf/sparse/1-D/3-D errors);
-* ``random_state`` -> JAX key (an int seed reproduces; a ``RandomState`` is consumed by exactly one
-  draw per fit, so a deep copy reproduces the fit; restart i uses ``fold_in(key, i)``);
+* ``random_state`` as scikit-learn uses it: one ``check_random_state`` per fit, consumed by the
+  restarts' initialisations in order with scikit-learn's own functions (:func:`initial_resp`),
+  so the same random_state starts the same fit as ``sklearn.mixture``;
 * scoped x64: float64 X runs under ``with jax.enable_x64(True):`` and every result is converted to
   numpy of X's dtype inside the scope; float32 X stays float32. The global flag is never flipped;
 * n_init / warm_start / ConvergenceWarning / verbose, status codes -> sklearn's errors;
@@ -17,7 +18,7 @@ This base class owns everything that is the same for every mixture estimator:
 Subclass hooks (override these; see each docstring):
 
 ``_check_parameters(X)``          validate estimator-specific parameters (init arrays, priors).
-``_fit_engine(key, X, sample_weight, *, init, n_init, max_iter, prev_lower_bound)``
+``_fit_engine(random_state, X, sample_weight, *, init, n_init, max_iter, prev_lower_bound)``
                                   run the compiled fit; return a FitResult-like object.
 ``_get_state()`` / ``_set_state(state, dtype)``
                                   fitted attributes <-> the engine's state pytree.
@@ -47,7 +48,8 @@ from ..density import eval_rows
 from ..em import Status
 from ..rows import bucket_rows
 
-__all__ = ["BaseMixtureEstimator", "ILL_DEFINED_MESSAGE", "pad_rows", "random_key", "x64_scope"]
+__all__ = ["BaseMixtureEstimator", "ILL_DEFINED_MESSAGE", "UNUSED_KEY", "initial_resp", "pad_rows",
+           "random_key", "x64_scope"]
 
 ILL_DEFINED_MESSAGE = (
     "Fitting the mixture model failed because some components have ill-defined empirical "
@@ -86,6 +88,46 @@ def random_key(random_state) -> jax.Array:
     else:  # pragma: no cover - another PRNG implementation configured by the user
         key = jax.random.PRNGKey(np.uint32(seed))
     return key
+
+
+# The estimators initialise on the host (initial_resp); the fit programs' key is then unused.
+UNUSED_KEY = np.zeros(2, np.uint32)
+
+
+def initial_resp(X: np.ndarray, sample_weight, n_components: int, method: str, random_state,
+                 n_init: int) -> np.ndarray:
+    """scikit-learn's own initial responsibilities for ``n_init`` restarts -> (n_init, N, K) in
+    X's dtype, drawn one restart after another from the RandomState ``random_state`` exactly as
+    ``sklearn.mixture``'s ``_initialize_parameters`` draws them (KMeans with n_init=1,
+    ``kmeans_plusplus``, ``uniform``, ``choice`` without replacement), so the same random_state
+    starts the same fit. NaN entries (missing values) are replaced by their column's weighted
+    observed mean first, as :func:`gmmjax.fit` does. ``sample_weight`` (a gmmjax extension)
+    weighs the k-means objective, the k-means++ draws and random_from_data's draw."""
+    from sklearn.cluster import KMeans, kmeans_plusplus
+    n, k = X.shape[0], n_components
+    if np.isnan(X).any():
+        w = np.ones(n) if sample_weight is None else sample_weight
+        seen = ~np.isnan(X)
+        col = (np.where(seen, X, 0.0) * w[:, None]).sum(0) / np.maximum(
+            (seen * w[:, None]).sum(0), np.finfo(X.dtype).tiny)
+        X = np.where(seen, X, col.astype(X.dtype))
+    out = np.zeros((n_init, n, k), X.dtype)
+    for resp in out:
+        if method == "kmeans":
+            labels = KMeans(n_clusters=k, n_init=1, random_state=random_state).fit(
+                X, sample_weight=sample_weight).labels_
+            resp[np.arange(n), labels] = 1
+        elif method == "random":
+            resp[:] = random_state.uniform(size=(n, k))
+            resp /= resp.sum(axis=1)[:, None]
+        elif method == "random_from_data":
+            p = None if sample_weight is None else sample_weight / sample_weight.sum()
+            resp[random_state.choice(n, size=k, replace=False, p=p), np.arange(k)] = 1
+        else:   # "k-means++"
+            _, idx = kmeans_plusplus(X, k, sample_weight=sample_weight,
+                                     random_state=random_state)
+            resp[idx, np.arange(k)] = 1
+    return out
 
 
 MIN_ROWS = 128  # estimators pad small inputs to at least this many rows: one program for all
@@ -160,11 +202,12 @@ class BaseMixtureEstimator(DensityMixin, BaseEstimator):
         Store validated copies in private attributes; never rewrite public parameters.
         """
 
-    def _fit_engine(self, key, X: np.ndarray, sample_weight, *, init, n_init: int, max_iter: int,
-                    prev_lower_bound):
+    def _fit_engine(self, random_state, X: np.ndarray, sample_weight, *, init, n_init: int,
+                    max_iter: int, prev_lower_bound):
         """Run the compiled fit (called inside the x64 scope of X's dtype).
 
-        ``init`` is None for a fresh fit (initialise from ``key`` with ``n_init`` restarts) or
+        ``init`` is None for a fresh fit (initialise with ``n_init`` restarts drawn from the
+        RandomState ``random_state``, as scikit-learn does: :func:`initial_resp`) or
         ``self._get_state()`` for a warm start (then ``n_init == 1`` and ``prev_lower_bound`` is
         the previous ``lower_bound_``, the bound the first iteration is compared with).
         ``sample_weight`` is None or an (N,) numpy array in X's dtype.
@@ -235,12 +278,12 @@ class BaseMixtureEstimator(DensityMixin, BaseEstimator):
         dtype = np.dtype(X.dtype)
         n_init = self.n_init if do_init else 1
         max_iter = int(self.max_iter)
-        key = random_key(self.random_state)
+        random_state = check_random_state(self.random_state)
         start = time.perf_counter()
         with x64_scope(dtype):
             init = None if do_init else self._get_state()
             prev = None if do_init else self.lower_bound_
-            result = self._fit_engine(key, X, sample_weight, init=init, n_init=n_init,
+            result = self._fit_engine(random_state, X, sample_weight, init=init, n_init=n_init,
                                       max_iter=max_iter, prev_lower_bound=prev)
             result = jax.device_get(result)
         elapsed = time.perf_counter() - start

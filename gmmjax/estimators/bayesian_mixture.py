@@ -17,7 +17,7 @@ from ..bayesian import (WEIGHT_CONCENTRATION_PRIOR_TYPES, BayesianParams, Bayesi
                         check_priors, evaluate, fit_bayesian)
 from ..covariance import COVARIANCE_TYPES, get_covariance_model
 from ..rows import auto_chunk_size
-from ._base import BaseMixtureEstimator, pad_rows
+from ._base import UNUSED_KEY, BaseMixtureEstimator, initial_resp, pad_rows
 
 __all__ = ["BayesianGaussianMixture"]
 
@@ -52,8 +52,9 @@ class BayesianGaussianMixture(BaseMixtureEstimator):
 
     Deliberate differences from scikit-learn (1.9.1):
 
-    * the ``n_init`` restarts run at once (vmapped) from JAX keys derived from ``random_state``:
-      results agree with sklearn's in distribution, not draw for draw (see GaussianMixture).
+    * initialisations are scikit-learn's own, drawn from ``random_state`` as it draws them, so a
+      fresh fit is scikit-learn's; "tied" with the point-mass starts ("k-means++",
+      "random_from_data") differs on purpose, as in GaussianMixture.
     * with ``covariance_type='tied'``, ``lower_bound_`` and the ``lower_bounds_`` entries are
       scalars (sklearn: arrays of shape (1,), an artefact of its code).
     * a scalar ``covariance_prior`` with full/tied raises the shape ``ValueError`` (sklearn: a
@@ -121,21 +122,29 @@ class BayesianGaussianMixture(BaseMixtureEstimator):
                                           else self.degrees_of_freedom_prior)
         self._x_dtype = np.dtype(X.dtype)
 
-    def _fit_engine(self, key, X, sample_weight, *, init, n_init, max_iter, prev_lower_bound):
+    def _fit_engine(self, random_state, X, sample_weight, *, init, n_init, max_iter,
+                    prev_lower_bound):
         n, d = X.shape
         chunk = (self.chunk_size if self.chunk_size is not None
                  else auto_chunk_size(n, self.n_components, d))
         # Zero-weight padding rows (to >= 128 rows): many small N share one compiled program.
         x, w = pad_rows(np.asarray(X, _F64), sample_weight, chunk)
+        if init is None:      # scikit-learn's own initialisation, drawn from random_state
+            resp = initial_resp(X, sample_weight, self.n_components, self.init_params,
+                                random_state, n_init)
+            start = np.pad(resp.astype(_F64), [(0, 0), (0, x.shape[0] - n), (0, 0)])
+        else:
+            start = init.posterior
         with jax.enable_x64(True):
             result = fit_bayesian(
-                key, jnp.asarray(x), self.n_components, covariance_type=self.covariance_type,
+                UNUSED_KEY, jax.device_put(x), self.n_components,
+                covariance_type=self.covariance_type,
                 weight_concentration_prior_type=self.weight_concentration_prior_type,
                 weight_concentration_prior=self.weight_concentration_prior,
                 mean_precision_prior=self.mean_precision_prior, mean_prior=self._mean_prior,
                 degrees_of_freedom_prior=self.degrees_of_freedom_prior,
                 covariance_prior=self._covariance_prior,
-                init=self.init_params if init is None else init.posterior, n_init=n_init,
+                init=start, n_init=n_init,
                 max_iter=max_iter, tol=self.tol, reg_covar=self.reg_covar, sample_weight=w,
                 chunk_size=chunk,
                 initial_lower_bound=None if prev_lower_bound is None else float(

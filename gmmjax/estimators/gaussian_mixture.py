@@ -21,8 +21,8 @@ from ..init import initialize
 from ..params import MixtureParams, from_precisions
 from ..missing import evaluate as evaluate_missing
 from ..missing import fill_missing, fit_buckets
-from ._base import (FLOAT32_HINT, ILL_DEFINED_MESSAGE, BaseMixtureEstimator, pad_rows, random_key,
-                    x64_scope)
+from ._base import (FLOAT32_HINT, ILL_DEFINED_MESSAGE, UNUSED_KEY, BaseMixtureEstimator,
+                    initial_resp, pad_rows, random_key, x64_scope)
 
 __all__ = ["GaussianMixture"]
 
@@ -80,17 +80,15 @@ def _check_precisions(precisions, covariance_type: str, n_components: int,
 
 # ---------------------------------------------------------------------- compiled helpers
 
-@functools.partial(cached_jit, static_argnames=("n_components", "covariance_type", "method",
-                                             "n_init", "chunk_size"))
-def _initial_params(key, x, w, reg_covar, *, n_components, covariance_type, method, n_init,
-                    chunk_size):
-    """The n_init initialisations ``gmmjax.fit`` would draw (restart i: fold_in(key, i)), stacked
-    on a leading axis, in the data frame. -> (MixtureParams, ok (n_init,))."""
+@functools.partial(cached_jit, static_argnames=("n_components", "covariance_type", "chunk_size"))
+def _initial_params(x, w, resp, reg_covar, *, n_components, covariance_type, chunk_size):
+    """The parameters of the restarts' initial responsibilities ``resp`` (n_init, N, K) (what
+    ``gmmjax.fit`` starts from), stacked on a leading axis, in the data frame.
+    -> (MixtureParams, ok (n_init,))."""
     shift = jnp.sum(w[:, None] * x, axis=0) / jnp.sum(w)
     xs = x - shift
-    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(n_init))
-    params, ok = jax.vmap(lambda k: initialize(k, xs, w, n_components, covariance_type, method,
-                                               reg_covar, chunk_size))(keys)
+    params, ok = jax.vmap(lambda r: initialize(None, xs, w, n_components, covariance_type, "resp",
+                                               reg_covar, chunk_size, noise=r))(resp)
     return params.replace(means=params.means + shift), ok
 
 
@@ -110,13 +108,14 @@ class GaussianMixture(BaseMixtureEstimator):
     * ``reg_covar`` (1e-6): added to the covariance diagonals (keeps them positive definite).
     * ``max_iter`` (100): EM iterations per restart.
     * ``n_init`` (1): restarts; the one with the highest lower bound is kept. [gmmjax] They run
-      at once in one vmapped program.
-    * ``init_params`` ("kmeans"): "kmeans", "k-means++", "random" or "random_from_data".
-      [gmmjax] All run on the device; see the differences below.
+      in one compiled program (a loop on CPU, a vmap on accelerators).
+    * ``init_params`` ("kmeans"): "kmeans", "k-means++", "random" or "random_from_data": drawn
+      on the host with scikit-learn's own functions (``KMeans``, ``kmeans_plusplus``, the
+      RandomState's ``uniform`` / ``choice``), then turned into parameters on the device.
     * ``weights_init`` (K,), ``means_init`` (K, D), ``precisions_init`` (shape per covariance
       type): user-given initial parameters (None: drawn by ``init_params``).
-    * ``random_state`` (None, int or RandomState): seeds the initialisation and ``sample``.
-      [gmmjax] Mapped to a JAX key; restart i uses ``fold_in(key, i)``.
+    * ``random_state`` (None, int or RandomState): seeds the initialisation and ``sample``,
+      consumed as scikit-learn consumes it: the same random_state gives scikit-learn's fit.
     * ``warm_start`` (False): start each ``fit`` from the previous solution (then ``n_init`` is
       ignored).
     * ``verbose`` (0), ``verbose_interval`` (10): progress printing. [gmmjax] Printed after the
@@ -138,11 +137,10 @@ class GaussianMixture(BaseMixtureEstimator):
 
     Deliberate differences from scikit-learn (1.9.1):
 
-    * the ``n_init`` restarts run at once (vmapped) from keys ``fold_in(key, i)`` of a JAX key
-      derived from ``random_state``: results agree with sklearn's in distribution, not draw for
-      draw. Restart 0 does not depend on ``n_init``. Initialisations are gmmjax's on-device ones
-      ("k-means++"/"random_from_data" start with weights summing to 1 and tied covariance
-      ``reg_covar``; see :func:`gmmjax.initialize`). User-given init arrays are used exactly.
+    * "k-means++" and "random_from_data" (point-mass starts) get weights normalised to sum to 1
+      and, for "tied", the covariance ``reg_covar`` (sklearn's tied formula assumes rows of resp
+      summing to 1 and starts from about XᵀX/K). Every other initialisation is scikit-learn's,
+      draw for draw.
     * a restart whose covariance becomes ill-defined is dropped when another restart succeeds
       (sklearn aborts the fit); the error is raised when the best restart failed.
     * ``max_iter=0`` with ``n_init > 1`` keeps the first initialisation (sklearn keeps the last);
@@ -188,26 +186,14 @@ class GaussianMixture(BaseMixtureEstimator):
         self._precisions_init = (None if self.precisions_init is None else _check_precisions(
             self.precisions_init, self.covariance_type, k, d))
 
-    def _given_init(self, x, w, key, n_init, chunk):
-        """Initial params from weights_init/means_init/precisions_init (None if none is given).
-
-        ``x``, ``w`` are the padded rows and weights exactly as given to ``fit``."""
-        given = (self._weights_init, self._means_init, self._precisions_init)
-        if all(a is None for a in given):
-            return None, n_init
+    def _partly_given(self, x, w, resp, chunk):
+        """The restarts' initial params from ``resp`` (n_init, N, K) with the given pieces of
+        weights_init / means_init / precisions_init substituted (scikit-learn's
+        ``_initialize``), one set per restart on a leading axis. ``x``, ``w``: padded rows."""
         dtype = x.dtype
-        if all(a is not None for a in given):
-            # Fully specified: every restart would be identical, so one is enough.
-            return from_precisions(jnp.asarray(self._weights_init, dtype),
-                                   jnp.asarray(self._means_init, dtype),
-                                   jnp.asarray(self._precisions_init, dtype),
-                                   self.covariance_type), 1
-        # Partly given: the restarts' own inits on device (the ones fit would draw), with the
-        # given pieces substituted, as one batched MixtureParams with a leading (n_init,) axis.
-        params, ok = _initial_params(key, x, w, jnp.asarray(self.reg_covar, dtype),
+        params, ok = _initial_params(x, w, resp, jnp.asarray(self.reg_covar, dtype),
                                      n_components=self.n_components,
-                                     covariance_type=self.covariance_type,
-                                     method=self.init_params, n_init=n_init, chunk_size=chunk)
+                                     covariance_type=self.covariance_type, chunk_size=chunk)
         if self._weights_init is not None:
             params = params.replace(weights=jnp.broadcast_to(
                 jnp.asarray(self._weights_init, dtype), params.weights.shape))
@@ -225,9 +211,10 @@ class GaussianMixture(BaseMixtureEstimator):
         elif not bool(jnp.all(ok)):
             raise ValueError(ILL_DEFINED_MESSAGE
                              + (FLOAT32_HINT if dtype == np.float32 else ""))
-        return params, n_init
+        return params
 
-    def _fit_engine(self, key, X, sample_weight, *, init, n_init, max_iter, prev_lower_bound):
+    def _fit_engine(self, random_state, X, sample_weight, *, init, n_init, max_iter,
+                    prev_lower_bound):
         n, d = X.shape
         chunk = (self.chunk_size if self.chunk_size is not None
                  else auto_chunk_size(n, self.n_components, d))
@@ -237,12 +224,23 @@ class GaussianMixture(BaseMixtureEstimator):
                       reg_covar=self.reg_covar, sample_weight=w, chunk_size=chunk,
                       missing=self.missing)
         if init is not None:
-            return fit(key, x, self.n_components, init=init, n_init=1,
+            return fit(UNUSED_KEY, x, self.n_components, init=init, n_init=1,
                        initial_lower_bound=prev_lower_bound, **common)
-        x_init = x if self.missing == "error" else fill_missing(x, w)   # as fit initialises
-        given, n_init = self._given_init(x_init, w, key, n_init, chunk)
-        return fit(key, x, self.n_components, init=self.init_params if given is None else given,
-                   n_init=n_init, **common)
+        given = (self._weights_init, self._means_init, self._precisions_init)
+        if all(a is not None for a in given):
+            # Fully specified: no draw (as scikit-learn), and every restart would be identical.
+            full = from_precisions(*(jnp.asarray(a, x.dtype) for a in given),
+                                   self.covariance_type)
+            return fit(UNUSED_KEY, x, self.n_components, init=full, n_init=1, **common)
+        resp = initial_resp(X, sample_weight, self.n_components, self.init_params,
+                            random_state, n_init)
+        resp = np.pad(resp, [(0, 0), (0, x.shape[0] - n), (0, 0)])
+        if any(a is not None for a in given):
+            x_init = x if self.missing == "error" else fill_missing(x, w)  # as fit initialises
+            start = self._partly_given(x_init, w, resp, chunk)
+        else:
+            start = resp
+        return fit(UNUSED_KEY, x, self.n_components, init=start, n_init=n_init, **common)
 
     def _get_state(self):
         dtype = self._fitted_dtype()
