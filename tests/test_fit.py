@@ -200,3 +200,45 @@ def test_bic_aic_match_sklearn(blobs, covariance_type):
                                              covariance_type)
         np.testing.assert_allclose(gj.bic(params, blobs), sk.bic(blobs), rtol=1e-10)
         np.testing.assert_allclose(gj.aic(params, blobs), sk.aic(blobs), rtol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["kmeans", "random", "k-means++", "random_from_data"])
+def test_init_responsibilities_start_the_same_fit_as_the_method(blobs, method):
+    """init=(n_init, N, K) responsibilities: the fit that the init method's own responsibilities
+    start, to the bit (float64; the looped CPU restarts and, under a vmap over keys, the vmapped
+    ones); one (N, K) array is used for every restart."""
+    with jax.enable_x64(True):
+        x = jnp.asarray(blobs)
+        xs, w = x - x.mean(0), jnp.ones(len(blobs))
+        resp = np.stack([np.asarray(gj.init.initial_responsibilities(
+            jax.random.fold_in(KEY, i), xs, w, 2, method)) for i in range(3)])
+        for cov in ("full", "diag"):
+            by_method = gj.fit(KEY, blobs, 2, covariance_type=cov, init=method, n_init=3)
+            by_resp = gj.fit(jax.random.key(99), blobs, 2, covariance_type=cov, init=resp,
+                             n_init=3)
+            np.testing.assert_array_equal(by_resp.restart_lower_bounds,
+                                          by_method.restart_lower_bounds)
+            np.testing.assert_array_equal(by_resp.params.means, by_method.params.means)
+        once = gj.fit(KEY, blobs, 2, init=resp[1], n_init=2)
+        np.testing.assert_array_equal(once.restart_lower_bounds[0], once.restart_lower_bounds[1])
+        vmapped = jax.vmap(lambda k: gj.fit(k, blobs, 2, init=resp, n_init=3))(
+            jnp.stack([KEY, KEY]))
+        np.testing.assert_allclose(vmapped.restart_lower_bounds[0],
+                                   gj.fit(KEY, blobs, 2, init=resp, n_init=3).restart_lower_bounds,
+                                   rtol=1e-12)
+
+
+def test_init_responsibilities_bad_input(blobs):
+    n = len(blobs)
+    good = np.full((n, 2), 0.5)
+    for bad, match in [(good[:-1], r"shape \(120, 2\)"), (np.full((n, 3), 0.5), "shape"),
+                       (np.stack([good] * 2), r"\(3, 120, 2\)"),
+                       (np.where(np.eye(n, 2) > 0, -1.0, 0.5), "non-negative"),
+                       (np.where(np.eye(n, 2) > 0, np.nan, 0.5), "finite")]:
+        with pytest.raises(ValueError, match=match):
+            gj.fit(KEY, blobs, 2, init=bad, n_init=3)
+    with pytest.raises(ValueError, match="Unknown init"):
+        gj.fit(KEY, blobs, 2, init=[[0.5, 0.5]] * n)     # a list is not an array init
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    with pytest.raises(ValueError, match="single-device fit"):
+        gj.fit(KEY, blobs, 2, init=good, mesh=mesh)

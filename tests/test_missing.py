@@ -347,3 +347,21 @@ def test_other_fits_say_missing_values_are_not_supported():
         gj.fit_bayesian(key, X, K)
     with pytest.raises(ValueError, match=msg):
         gj.fit_stream(key, gj.array_chunks(X, 20), K)
+
+
+def test_init_responsibilities_follow_their_rows():
+    """fit sorts rows by their count of NaN entries inside the program; given initial
+    responsibilities are reordered with them: permuting rows and resp alike changes nothing."""
+    rng = np.random.default_rng(5)
+    resp = rng.uniform(size=(2, len(X), 3))
+    resp /= resp.sum(-1, keepdims=True)
+    perm = rng.permutation(len(X))
+    with jax.enable_x64(True):
+        a = gj.fit(jax.random.key(0), X, 3, init=resp, n_init=2, missing="marginalize")
+        b = gj.fit(jax.random.key(0), X[perm], 3, init=resp[:, perm], n_init=2,
+                   missing="marginalize")
+        np.testing.assert_allclose(a.restart_lower_bounds, b.restart_lower_bounds, rtol=1e-10)
+        np.testing.assert_allclose(a.params.means, b.params.means, rtol=1e-8, atol=1e-10)
+        shuffled = gj.fit(jax.random.key(0), X, 3, init=resp[:, perm], n_init=2,
+                          missing="marginalize")
+        assert not np.allclose(shuffled.restart_lower_bounds, a.restart_lower_bounds)
