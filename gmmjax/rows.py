@@ -101,19 +101,19 @@ def pad_to(x: jax.Array, w: jax.Array, n_rows: int) -> tuple[jax.Array, jax.Arra
 
 def pad_resp(resp, n_init: int, n_restarts: int, n_rows: int, n_components: int, dtype):
     """Initial responsibilities (N, K) or (n_init, N, K) as a fit program takes them: one per
-    restart slot (the last repeated up to ``n_restarts``), zero rows for padding rows, zero
-    columns for masked components. NumPy on the host for concrete input (nothing compiled),
-    jax.numpy when traced."""
-    xp = jnp if isinstance(resp, jax.core.Tracer) else np
-    resp = xp.asarray(resp).astype(dtype)
-    if resp.ndim == 2:
-        resp = xp.broadcast_to(resp, (n_init,) + resp.shape)
-    n, k = resp.shape[1:]
-    resp = xp.pad(resp, [(0, 0), (0, n_rows - n), (0, n_components - k)])
-    if n_restarts > n_init:
-        resp = xp.concatenate([resp, xp.broadcast_to(resp[-1:], (n_restarts - n_init,)
-                                                     + resp.shape[1:])])
-    return resp
+    restart slot (slots past ``n_init``, which a restart loop never reaches, are zero), zero
+    rows for padding rows, zero columns for masked components. NumPy on the host for concrete
+    input (one allocation, nothing compiled), jax.numpy when traced."""
+    if isinstance(resp, jax.core.Tracer):
+        resp = jnp.asarray(resp).astype(dtype)
+        resp = jnp.broadcast_to(resp, (n_init,) + resp.shape[-2:])
+        n, k = resp.shape[1:]
+        return jnp.pad(resp, [(0, n_restarts - n_init), (0, n_rows - n), (0, n_components - k)])
+    resp = np.asarray(resp)
+    n, k = resp.shape[-2:]
+    out = np.zeros((n_restarts, n_rows, n_components), dtype)
+    out[:n_init, :n, :k] = resp
+    return out
 
 
 def weighted_mean(x: jax.Array, w: jax.Array, rows: Rows = LOCAL) -> jax.Array:
