@@ -248,7 +248,7 @@ class BaseMixtureEstimator(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ fitting
 
     def fit(self, X, y=None, sample_weight=None):
-        """Estimate the parameters with EM (``n_init`` restarts run in parallel). Returns self.
+        """Estimate the parameters with EM (``n_init`` restarts in one compiled program). Returns self.
 
         ``sample_weight`` (N,) non-negative row weights (a gmmjax extension).
         """
