@@ -17,12 +17,13 @@ import jax.numpy as jnp
 
 from .covariance import array_namespace, get_covariance_model
 from . import missing
-from .em import (FitResult, LoopState, Status, best_restart, em_step, restart_score, run_from,
-                 update_from_stats)
-from .init import initialize
+from .em import (FitResult, LoopState, Status, best_restart, params_from_stats, restart_score,
+                 run_em)
+from .init import initial_stats
 from .params import MixtureParams
 from .validation import input_status, unit_mean_weights
 from .rows import LOCAL, Rows, weighted_mean
+from .stats import sufficient_statistics
 
 
 def run_restart(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bound, *,
@@ -37,23 +38,28 @@ def run_restart(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_boun
     rows. ``type_code`` (traced; ``covariance_type`` "full"): the covariance type the
     full-layout covariances are constrained to (one program for every type)."""
     mask = None if n_live is None else jnp.arange(n_components) < n_live
+    zero = jnp.zeros_like(x[0])
+    payload = None
     if init_params is None:
         x_init = x if missing_buckets is None else missing.fill_missing(x, w, rows)
-        params, ok = initialize(key, x_init, w, n_components, covariance_type, init, reg_covar,
-                                chunk_size, rows=rows, n_live=n_live, noise=noise,
-                                type_code=type_code)
-    else:
-        params, ok = init_params, jnp.array(True)
-    zero = jnp.zeros_like(x[0])
+        payload = initial_stats(key, x_init, w, n_components, covariance_type, init, chunk_size,
+                                rows=rows, n_live=n_live, noise=noise)
 
-    def step(p):
+    def m_step(payload):
+        stats, centers = payload
+        params, ok = params_from_stats(stats, centers, covariance_type, reg_covar, zero, mask,
+                                       type_code=type_code)
+        return params, stats.loglik / stats.weight, ok
+
+    def e_step(p):
         if missing_buckets is not None:
             stats = missing.sufficient_statistics(p, x, w, zero, chunk_size, missing_buckets)
-            return update_from_stats(rows.sum(stats), p, reg_covar, zero, mask, type_code)
-        return em_step(p, x, w, reg_covar=reg_covar, chunk_size=chunk_size, shift=zero,
-                       mask=mask, rows=rows, type_code=type_code)
+        else:
+            stats = sufficient_statistics(p, x, w, zero, chunk_size)
+        return rows.sum(stats), p.means
 
-    return run_from(params, ok, step, max_iter, tol, x.dtype, prev_bound, capacity)
+    return run_em(m_step, e_step, payload, max_iter, tol, x.dtype, prev_bound, capacity,
+                  start=init_params)
 
 
 def run_restarts(keys, x, w, init_params, noise, n_live, tol, reg_covar, prev_bound,

@@ -196,6 +196,59 @@ def run_loop(step: Callable, state, max_iter, tol, dtype, lower_bound=None,
     return jax.lax.while_loop(cond, body, init)
 
 
+class _Pass(NamedTuple):
+    """Carry of :func:`run_em`: the bookkeeping, the last E-step's payload, and flags."""
+
+    loop: LoopState
+    payload: object
+    init_ok: jax.Array
+    started: jax.Array
+    running: jax.Array
+
+
+def run_em(m_step: Callable, e_step: Callable, payload, max_iter, tol, dtype, lower_bound=None,
+           capacity: int | None = None, start=None) -> LoopState:
+    """EM as alternating M- and E-steps in one while_loop with ONE traced copy of each.
+
+    ``m_step(payload) -> (state, bound, ok)`` turns an E-step's payload (or the initial
+    ``payload``, e.g. an initialisation's statistics) into a state; ``e_step(state) -> payload``.
+    ``start``: a given initial state instead of ``m_step(payload)`` at pass 0 (``payload`` may
+    then be None). Each pass runs the M-step, then the E-step while the fit goes on; the last
+    pass is an M-step alone. Bookkeeping and stopping rules are :func:`run_loop`'s (via
+    :func:`advance`), and a failed first M-step is ILL_DEFINED_COVARIANCE as in :func:`run_from`.
+    """
+    start_bound = -jnp.inf if lower_bound is None else lower_bound
+    size = max_iter if capacity is None else capacity
+    if payload is None:
+        payload = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype),
+                                         jax.eval_shape(e_step, start))
+    state0 = start if start is not None else jax.eval_shape(lambda p: m_step(p)[0], payload)
+    state0 = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), state0)
+    loop0 = LoopState(state0, jnp.asarray(start_bound, dtype), jnp.full((size,), jnp.nan, dtype),
+                      jnp.array(0, jnp.int32), jnp.array(False),
+                      jnp.array(Status.MAX_ITER_REACHED, jnp.int32))
+
+    def body(c: _Pass) -> _Pass:
+        first = ~c.started
+        new, bound, ok = m_step(c.payload)
+        if start is not None:
+            new = jax.tree_util.tree_map(lambda a, b: jnp.where(first, a, b), start, new)
+            ok = first | ok
+        stepped = advance(c.loop, new, bound, ok, tol)
+        loop = jax.tree_util.tree_map(lambda a, b: jnp.where(first, a, b),
+                                      c.loop._replace(state=new), stepped)
+        running = (loop.n_iter < max_iter) & ~loop.converged & (
+            loop.status == Status.MAX_ITER_REACHED)
+        payload = jax.lax.cond(running, e_step, lambda _: c.payload, loop.state)
+        return _Pass(loop, payload, jnp.where(first, ok, c.init_ok), jnp.array(True), running)
+
+    out = jax.lax.while_loop(lambda c: ~c.started | c.running, body,
+                             _Pass(loop0, payload, jnp.array(True), jnp.array(False),
+                                   jnp.array(True)))
+    status = jnp.where(out.init_ok, out.loop.status, Status.ILL_DEFINED_COVARIANCE)
+    return out.loop._replace(status=status.astype(jnp.int32))
+
+
 def advance(c: LoopState, new_state, bound, ok, tol) -> LoopState:
     """One iteration's bookkeeping: keep ``new_state`` if it is valid, record ``bound`` and the
     status (converged when |Δ bound| < tol). The body of :func:`run_loop`."""

@@ -193,6 +193,17 @@ def resp_stats(x: jax.Array, w: jax.Array, resp: jax.Array, covariance_type: str
     return rows.sum(resp_statistics(x, w, resp, centers, covariance_type, chunk_size)), centers
 
 
+def initial_stats(key: jax.Array, x: jax.Array, w: jax.Array, n_components: int,
+                  covariance_type: str, method: str = "kmeans", chunk_size: int | None = None, *,
+                  rows: Rows = LOCAL, n_live=None, noise=None) -> tuple[SuffStats, jax.Array]:
+    """The statistics of one restart's initial responsibilities and their centres (K, D): what
+    the initialisation's M-step (:func:`initialize`, or pass 0 of :func:`gmmjax.em.run_em`)
+    turns into parameters."""
+    resp = initial_responsibilities(key, x, w, n_components, method, chunk_size, rows=rows,
+                                    n_live=n_live, noise=noise)
+    return resp_stats(x, w, resp, covariance_type, chunk_size, rows)
+
+
 def initialize(key: jax.Array, x: jax.Array, w: jax.Array, n_components: int, covariance_type: str,
                method: str = "kmeans", reg_covar=1e-6, chunk_size: int | None = None, *,
                rows: Rows = LOCAL, n_live=None, noise=None, type_code=None):
@@ -204,8 +215,7 @@ def initialize(key: jax.Array, x: jax.Array, w: jax.Array, n_components: int, co
     ``rows``, ``n_live``, ``noise``: see the module docstring and :func:`initial_responsibilities`;
     ``type_code``: see :func:`gmmjax.em.params_from_stats`.
     """
-    resp = initial_responsibilities(key, x, w, n_components, method, chunk_size, rows=rows,
-                                    n_live=n_live, noise=noise)
-    stats, centers = resp_stats(x, w, resp, covariance_type, chunk_size, rows)
+    stats, centers = initial_stats(key, x, w, n_components, covariance_type, method, chunk_size,
+                                   rows=rows, n_live=n_live, noise=noise)
     return params_from_stats(stats, centers, covariance_type, reg_covar, jnp.zeros_like(x[0]),
                              _live_mask(n_components, n_live), type_code=type_code)
