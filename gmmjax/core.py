@@ -59,7 +59,15 @@ def run_restart(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_boun
         return rows.sum(stats), p.means
 
     return run_em(m_step, e_step, payload, max_iter, tol, x.dtype, prev_bound, capacity,
-                  start=init_params)
+                  start=init_params,
+                  template=zero_params(covariance_type, n_components, x.shape[1], x.dtype))
+
+
+def zero_params(covariance_type: str, n_components: int, n_features: int, dtype) -> MixtureParams:
+    """MixtureParams of zeros with the shapes of a K-component fit: a loop's placeholder carry."""
+    cov = jnp.zeros(get_covariance_model(covariance_type).shape(n_components, n_features), dtype)
+    return MixtureParams(jnp.zeros((n_components,), dtype),
+                         jnp.zeros((n_components, n_features), dtype), cov, cov, covariance_type)
 
 
 def run_restarts(keys, x, w, init_params, noise, n_live, tol, reg_covar, prev_bound,
@@ -143,10 +151,9 @@ def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bou
 
     # the restart is traced once, in the loop body (a second copy doubles the compile time);
     # the carry starts from a placeholder that restart 0 always replaces
-    k, d, dtype = static["n_components"], x.shape[1], x.dtype
-    cov = jnp.zeros(get_covariance_model(static["covariance_type"]).shape(k, d), dtype)
-    empty = LoopState(MixtureParams(jnp.zeros((k,), dtype), jnp.zeros((k, d), dtype), cov, cov,
-                                    static["covariance_type"]),
+    dtype = x.dtype
+    empty = LoopState(zero_params(static["covariance_type"], static["n_components"], x.shape[1],
+                                  dtype),
                       jnp.zeros((), dtype), jnp.full((iter_capacity,), jnp.nan, dtype),
                       jnp.int32(0), jnp.array(False), jnp.int32(0))
     bounds = jnp.full((restart_capacity,), jnp.nan, dtype)

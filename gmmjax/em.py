@@ -207,13 +207,15 @@ class _Pass(NamedTuple):
 
 
 def run_em(m_step: Callable, e_step: Callable, payload, max_iter, tol, dtype, lower_bound=None,
-           capacity: int | None = None, start=None) -> LoopState:
+           capacity: int | None = None, start=None, template=None) -> LoopState:
     """EM as alternating M- and E-steps in one while_loop with ONE traced copy of each.
 
     ``m_step(payload) -> (state, bound, ok)`` turns an E-step's payload (or the initial
     ``payload``, e.g. an initialisation's statistics) into a state; ``e_step(state) -> payload``.
     ``start``: a given initial state instead of ``m_step(payload)`` at pass 0 (``payload`` may
-    then be None). Each pass runs the M-step, then the E-step while the fit goes on; the last
+    then be None). ``template``: any state of the right shapes (zeros will do) when ``start`` is
+    None, so the M-step is traced only inside the loop. Each pass runs the M-step, then the
+    E-step while the fit goes on; the last
     pass is an M-step alone. Bookkeeping and stopping rules are :func:`run_loop`'s (via
     :func:`advance`), and a failed first M-step is ILL_DEFINED_COVARIANCE as in :func:`run_from`.
     """
@@ -222,8 +224,7 @@ def run_em(m_step: Callable, e_step: Callable, payload, max_iter, tol, dtype, lo
     if payload is None:
         payload = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype),
                                          jax.eval_shape(e_step, start))
-    state0 = start if start is not None else jax.eval_shape(lambda p: m_step(p)[0], payload)
-    state0 = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), state0)
+    state0 = start if start is not None else template
     loop0 = LoopState(state0, jnp.asarray(start_bound, dtype), jnp.full((size,), jnp.nan, dtype),
                       jnp.array(0, jnp.int32), jnp.array(False),
                       jnp.array(Status.MAX_ITER_REACHED, jnp.int32))

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .covariance import LOG_2PI, get_covariance_model
+from .covariance import LOG_2PI, array_namespace, get_covariance_model
 from .params import MixtureParams
 from .rows import LOCAL, Rows
 from .stats import SuffStats, chunked_map, chunked_sum, log_resp_and_norm
@@ -327,17 +327,22 @@ def sort_by_missing(x: jax.Array, *rows: jax.Array):
 
 
 def observed_mean(x: jax.Array, w: jax.Array, rows: Rows = LOCAL) -> jax.Array:
-    """(D,) weighted mean of each column's observed (non-NaN) entries (over all ``rows``)."""
-    obs = ~jnp.isnan(x)
-    wo = jnp.where(obs, w[:, None], 0.0)
-    total = rows.sum(jnp.sum(jnp.where(obs, wo * x, 0.0), axis=0))
-    return total / jnp.maximum(rows.sum(jnp.sum(wo, axis=0)), jnp.finfo(x.dtype).tiny)
+    """(D,) weighted mean of each column's observed (non-NaN) entries (over all ``rows``).
+    NumPy in, NumPy out (on the host, nothing compiled)."""
+    xp = array_namespace(x)
+    obs = ~xp.isnan(x)
+    wo = xp.where(obs, w[:, None], 0.0)
+    total = rows.sum(xp.sum(xp.where(obs, wo * x, 0.0), axis=0))
+    return (total / xp.maximum(rows.sum(xp.sum(wo, axis=0)), xp.finfo(x.dtype).tiny)
+            ).astype(x.dtype)
 
 
 def fill_missing(x: jax.Array, w: jax.Array, rows: Rows = LOCAL) -> jax.Array:
     """NaN entries replaced by the weighted mean of their column's observed entries (a fit's
-    initialisation — k-means and the other methods — runs on these rows)."""
-    return jnp.where(jnp.isnan(x), observed_mean(x, w, rows), x)
+    initialisation — k-means and the other methods — runs on these rows). NumPy in, NumPy
+    out."""
+    xp = array_namespace(x)
+    return xp.where(xp.isnan(x), observed_mean(x, w, rows), x)
 
 
 def fit_buckets(x: jax.Array) -> tuple[int, ...] | None:

@@ -46,6 +46,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from ..covariance import get_covariance_model
 from ..density import eval_rows
 from ..em import Status
+from ..missing import fill_missing
 from ..rows import bucket_rows
 
 __all__ = ["BaseMixtureEstimator", "ILL_DEFINED_MESSAGE", "UNUSED_KEY", "initial_resp", "pad_rows",
@@ -106,11 +107,7 @@ def initial_resp(X: np.ndarray, sample_weight, n_components: int, method: str, r
     from sklearn.cluster import KMeans, kmeans_plusplus
     n, k = X.shape[0], n_components
     if np.isnan(X).any():
-        w = np.ones(n) if sample_weight is None else sample_weight
-        seen = ~np.isnan(X)
-        col = (np.where(seen, X, 0.0) * w[:, None]).sum(0) / np.maximum(
-            (seen * w[:, None]).sum(0), np.finfo(X.dtype).tiny)
-        X = np.where(seen, X, col.astype(X.dtype))
+        X = fill_missing(X, np.ones(n, X.dtype) if sample_weight is None else sample_weight)
     out = np.zeros((n_init, n, k), X.dtype)
     for resp in out:
         if method == "kmeans":
