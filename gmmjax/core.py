@@ -133,7 +133,7 @@ def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bou
     n_init ≤ ``restart_capacity`` and max_iter ≤ ``iter_capacity``. On CPU this is faster than
     the vmap (no batched GEMMs, no lockstep to the slowest restart). restart_lower_bounds /
     restart_status have ``restart_capacity`` entries (NaN / −1 past n_init), lower_bounds
-    ``iter_capacity``. ``noise`` (if any) carries a leading (restart_capacity,) axis."""
+    ``iter_capacity``. ``noise`` (if any) carries a leading axis of at least n_init restarts."""
     marginalize = static.get("missing_buckets") is not None
     w, shift = _unit_weights_and_shift(x, w, LOCAL, marginalize)
     xs = x - shift

@@ -209,7 +209,10 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     init_resp = None
     if init_name == "resp":
         check_init_resp(init, n, n_components, n_init)
-        init_resp = pad_resp(init, n_init, n_cap, n_rows, k_pad, x.dtype)
+        # one slot per restart up to a power of two (a restart loop never reaches past n_init):
+        # not the loop's capacity of 16, whose (16, N, K) copy would cost memory at large N
+        slots = n_cap if counts is None else _capacity(n_init, 1)
+        init_resp = pad_resp(init, n_init, slots, n_rows, k_pad, x.dtype)
     program = functools.partial(_fit_program, n_components=k_pad, covariance_type=program_type,
                                 init=init_name, n_init=n_cap, max_iter=iter_cap,
                                 chunk_size=chunk_size, missing_buckets=buckets)
