@@ -107,6 +107,13 @@ def _checked_input(result: FitResult, x, w, rows: Rows, marginalize: bool) -> Fi
     return input_status(result, jnp.where(jnp.isnan(x), 0.0, x) if marginalize else x, w, rows)
 
 
+def _draws(init_params, init: str) -> bool:
+    """Whether the restarts draw from their keys (not when the start is given: parameters, or
+    responsibilities as init "resp"); a key no one draws from is not folded (no threefry code
+    to trace, lower and compile)."""
+    return init_params is None and init != "resp"
+
+
 def fit_restarts(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bound, *,
                  restart_ids, gather=lambda loops: loops, rows: Rows = LOCAL,
                  **static) -> FitResult:
@@ -119,7 +126,10 @@ def fit_restarts(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bou
         init_params = init_params.replace(means=init_params.means - shift)
         if init_params.weights.ndim == 2:
             init_params = jax.tree_util.tree_map(lambda a: a[restart_ids], init_params)
-    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, restart_ids)
+    if _draws(init_params, static["init"]):
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(key, restart_ids)
+    else:
+        keys = jnp.broadcast_to(key, restart_ids.shape + key.shape)
     loops = run_restarts(keys, x - shift, w, init_params, noise, n_live, tol, reg_covar,
                          prev_bound, rows=rows, **static)
     return _checked_input(pick_best(gather(loops), shift), x, w, rows, marginalize)
@@ -145,7 +155,8 @@ def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bou
         p = (jax.tree_util.tree_map(lambda a: a[i], init_params) if per_restart
              else init_params)
         r = None if noise is None else jax.tree_util.tree_map(lambda a: a[i], noise)
-        return run_restart(jax.random.fold_in(key, i), xs, w, p, r, n_live, tol, reg_covar,
+        key_i = jax.random.fold_in(key, i) if _draws(init_params, static["init"]) else key
+        return run_restart(key_i, xs, w, p, r, n_live, tol, reg_covar,
                            prev_bound, max_iter=max_iter, capacity=iter_capacity,
                            type_code=type_code, **static)
 
