@@ -17,8 +17,8 @@ import jax.numpy as jnp
 
 from .covariance import array_namespace, get_covariance_model
 from . import missing
-from .em import (FitResult, LoopState, Status, best_restart, params_from_stats, restart_score,
-                 run_em)
+from .em import (FitResult, LoopState, Status, best_restart, params_from_stats, pick,
+                 restart_score, run_em)
 from .init import initial_stats
 from .params import MixtureParams
 from .validation import input_status, unit_mean_weights
@@ -116,10 +116,12 @@ def _draws(init_params, init: str) -> bool:
 
 def fit_restarts(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bound, *,
                  restart_ids, gather=lambda loops: loops, rows: Rows = LOCAL,
-                 **static) -> FitResult:
+                 input_checked: bool = False, **static) -> FitResult:
     """The body of every fit program: shift rows to their weighted mean, run restarts
     ``restart_ids`` (restart i uses ``fold_in(key, i)``, so it does not depend on n_init),
-    ``gather`` them (the restarts other devices ran), and keep the best."""
+    ``gather`` them (the restarts other devices ran), and keep the best. ``input_checked``: the
+    host has checked the data and weights (concrete input), so the program does not again
+    (:func:`gmmjax.validation.input_status`: a dozen small kernels less to compile)."""
     marginalize = static.get("missing_buckets") is not None
     w, shift = _unit_weights_and_shift(x, w, rows, marginalize)
     if init_params is not None:
@@ -132,12 +134,14 @@ def fit_restarts(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bou
         keys = jnp.broadcast_to(key, restart_ids.shape + key.shape)
     loops = run_restarts(keys, x - shift, w, init_params, noise, n_live, tol, reg_covar,
                          prev_bound, rows=rows, **static)
-    return _checked_input(pick_best(gather(loops), shift), x, w, rows, marginalize)
+    result = pick_best(gather(loops), shift)
+    return result if input_checked else _checked_input(result, x, w, rows, marginalize)
 
 
 def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bound, n_init,
                         max_iter, type_code=None, noise=None, *, restart_capacity: int,
-                        iter_capacity: int, **static) -> FitResult:
+                        iter_capacity: int, input_checked: bool = False,
+                        **static) -> FitResult:
     """:func:`fit_restarts` with the restarts run one after another in a loop over a traced
     count ``n_init`` (and a traced ``max_iter``), keeping the best so far: one program for every
     n_init ≤ ``restart_capacity`` and max_iter ≤ ``iter_capacity``. On CPU this is faster than
@@ -175,14 +179,14 @@ def fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bou
         loop = run(i)
         better = (i == 0) | (restart_score(loop.lower_bound, loop.status)
                              > restart_score(best.lower_bound, best.status))  # ties: earlier
-        best = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), loop, best)
+        best = pick(better, loop, best)
         return best, bounds.at[i].set(loop.lower_bound), status.at[i].set(loop.status)
 
     best, bounds, status = jax.lax.fori_loop(0, n_init, body, (empty, bounds, status))
     result = FitResult(best.state.replace(means=best.state.means + shift), best.lower_bound,
                        best.history, best.n_iter, best.status == Status.CONVERGED, best.status,
                        bounds, status)
-    return _checked_input(result, x, w, LOCAL, marginalize)
+    return result if input_checked else _checked_input(result, x, w, LOCAL, marginalize)
 
 
 # --------------------------------------------------------------------------- padded components

@@ -20,13 +20,36 @@ from jax.scipy.linalg import solve_triangular
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
+# Constant matrices are NumPy literals in the programs: jnp.eye / jnp.diagonal would each add
+# small iota/compare/gather kernels, and on CPU every kernel costs ~15 ms of compile time.
+
+
+def eye(d: int, dtype) -> np.ndarray:
+    """The (d, d) identity as a NumPy constant (a literal inside a traced program)."""
+    return np.eye(d, dtype=dtype)
+
+
+def diagonal(a):
+    """(..., D) diagonal of (..., D, D) ``a``: a masked sum (one fused kernel, no gather)."""
+    xp = array_namespace(a)
+    return xp.sum(xp.where(np.eye(a.shape[-1], dtype=bool), a, 0), axis=-1).astype(a.dtype)
+
+
 def _eye_like(a: jax.Array) -> jax.Array:
-    return jnp.broadcast_to(jnp.eye(a.shape[-1], dtype=a.dtype), a.shape)
+    return jnp.broadcast_to(eye(a.shape[-1], a.dtype), a.shape)
+
+
+def _lower_cholesky(a: jax.Array) -> jax.Array:
+    """Lower Cholesky factor of symmetric ``a`` (NaN where not positive definite). Reads the
+    lower triangle only, as LAPACK (and scikit-learn's scipy call) does: our covariances are
+    symmetrised where they are built, so jnp.linalg.cholesky's (a + aᵀ)/2 would change
+    nothing but add a kernel."""
+    return jax.lax.linalg.cholesky(a, symmetrize_input=False)
 
 
 def _upper_cholesky_of_inverse(cov: jax.Array) -> tuple[jax.Array, jax.Array]:
     """U = L⁻ᵀ with Σ = L Lᵀ, so U Uᵀ = Σ⁻¹. Works batched over leading axes. Returns (U, ok)."""
-    lower = jnp.linalg.cholesky(cov)
+    lower = _lower_cholesky(cov)
     ok = jnp.all(jnp.isfinite(lower))
     lower = jnp.where(ok, lower, _eye_like(cov))
     u = jnp.swapaxes(solve_triangular(lower, _eye_like(cov), lower=True), -1, -2)
@@ -36,7 +59,7 @@ def _upper_cholesky_of_inverse(cov: jax.Array) -> tuple[jax.Array, jax.Array]:
 def _cholesky_from_precision(prec: jax.Array) -> jax.Array:
     """Upper U with prec = U Uᵀ: U = J chol(J P J) J, J the exchange matrix (sklearn #26415)."""
     flipped = jnp.flip(prec, axis=(-2, -1))
-    return jnp.flip(jnp.linalg.cholesky(flipped), axis=(-2, -1))
+    return jnp.flip(_lower_cholesky(flipped), axis=(-2, -1))
 
 
 def array_namespace(a):
@@ -180,7 +203,7 @@ class Full(CovarianceModel):
         return n_components * n_features * (n_features + 1) // 2
 
     def log_det(self, prec_chol, n_features):
-        return jnp.sum(jnp.log(jnp.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)
+        return jnp.sum(jnp.log(diagonal(prec_chol)), axis=-1)
 
     def mahalanobis(self, x, means, prec_chol):
         # One (K·D, D) x (D, N) GEMM for all components, minus the (K, D) means term; rows are
@@ -202,10 +225,10 @@ class Full(CovarianceModel):
         return 0.5 * (cov + jnp.swapaxes(cov, -1, -2))
 
     def add_reg(self, cov, reg_covar):
-        return cov + reg_covar * array_namespace(cov).eye(cov.shape[-1], dtype=cov.dtype)
+        return cov + reg_covar * eye(cov.shape[-1], cov.dtype)
 
     def variances(self, cov):
-        return jnp.diagonal(cov, axis1=-2, axis2=-1)
+        return diagonal(cov)
 
     def precision_cholesky(self, cov):
         return _upper_cholesky_of_inverse(cov)
@@ -260,7 +283,7 @@ class Tied(Full):
         return n_features * (n_features + 1) // 2
 
     def log_det(self, prec_chol, n_features):
-        return jnp.sum(jnp.log(jnp.diagonal(prec_chol)))[None]
+        return jnp.sum(jnp.log(diagonal(prec_chol)))[None]
 
     def mahalanobis(self, x, means, prec_chol):
         y = jnp.matmul(prec_chol.T, x.T, precision=HIGHEST)                  # (D, N)
@@ -352,7 +375,7 @@ class Diag(CovarianceModel):
         return z / prec_chol[labels]
 
     def to_full_layout(self, a, n_components, n_features):
-        return a[..., :, None] * array_namespace(a).eye(n_features, dtype=a.dtype)
+        return a[..., :, None] * eye(n_features, a.dtype)
 
     def from_full_layout(self, a):
         return a.diagonal(axis1=-2, axis2=-1)
@@ -427,12 +450,12 @@ def constrained_covariances(centred: jax.Array, nk: jax.Array, type_code) -> jax
     Σ_j S_j / Σ_j n_j for every k; diag the diagonal of S_k/n_k; spherical its mean times I.
     The same arithmetic as each type's own M-step, in the full layout."""
     d = centred.shape[-1]
-    eye = jnp.eye(d, dtype=centred.dtype)
+    identity = eye(d, centred.dtype)
     full = centred / nk[:, None, None]
     tied = jnp.broadcast_to(jnp.sum(centred, axis=0) / jnp.sum(nk), full.shape)
-    variances = jnp.diagonal(full, axis1=-2, axis2=-1)                     # (K, D)
-    diag = variances[:, :, None] * eye
-    spherical = jnp.mean(variances, axis=-1)[:, None, None] * eye
+    variances = diagonal(full)                                               # (K, D)
+    diag = variances[:, :, None] * identity
+    spherical = jnp.mean(variances, axis=-1)[:, None, None] * identity
     cov = jnp.select([type_code == 0, type_code == 1, type_code == 2], [full, tied, diag],
                      spherical)
     return 0.5 * (cov + jnp.swapaxes(cov, -1, -2))

@@ -73,21 +73,24 @@ RESTART_CAPACITY, ITER_CAPACITY = 16, 128     # n_init ≤ 16 and max_iter ≤ 1
 
 
 @functools.partial(cached_jit, static_argnames=("n_components", "covariance_type", "init", "n_init",
-                                                "max_iter", "chunk_size", "missing_buckets"))
+                                                "max_iter", "chunk_size", "missing_buckets",
+                                                "input_checked"))
 def _fit_program(key, x, w, init_params, tol, reg_covar, prev_bound=None, n_live=None,
                  counts=None, type_code=None, init_resp=None, *, n_components, covariance_type,
-                 init, n_init, max_iter, chunk_size, missing_buckets=None):
+                 init, n_init, max_iter, chunk_size, missing_buckets=None, input_checked=False):
     """The fit program. ``counts`` None: ``n_init`` vmapped restarts. ``counts`` = (n_init,
     max_iter) traced: restarts in a loop, the static n_init / max_iter being capacities.
     ``type_code`` (traced, covariance_type "full"): the covariance type, as an operand.
     ``init_resp`` (n_init, N, K): given initial responsibilities (init "resp").
-    ``missing_buckets``: rows with NaN entries."""
+    ``missing_buckets``: rows with NaN entries. ``input_checked``: concrete data and weights
+    the host has checked (the program skips its own check)."""
     if missing_buckets is not None:   # rows with NaN: sorted by their count (few slots per chunk)
         x, w, order = _missing.sort_by_missing(x, w)
         if init_resp is not None:
             init_resp = init_resp[:, order]
     static = dict(n_components=n_components, covariance_type=covariance_type, init=init,
-                  chunk_size=chunk_size, missing_buckets=missing_buckets)
+                  chunk_size=chunk_size, missing_buckets=missing_buckets,
+                  input_checked=input_checked)
     if counts is not None:
         return fit_restarts_looped(key, x, w, init_params, n_live, tol, reg_covar, prev_bound,
                                    *counts, type_code, init_resp, restart_capacity=n_init,
@@ -215,7 +218,8 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
         init_resp = pad_resp(init, n_init, slots, n_rows, k_pad, x.dtype)
     program = functools.partial(_fit_program, n_components=k_pad, covariance_type=program_type,
                                 init=init_name, n_init=n_cap, max_iter=iter_cap,
-                                chunk_size=chunk_size, missing_buckets=buckets)
+                                chunk_size=chunk_size, missing_buckets=buckets,
+                                input_checked=not is_traced(x, w))
     res = without_reverse_mode(program, check_key(key), x, w, init_params,
                                jnp.asarray(tol, x.dtype), jnp.asarray(reg_covar, x.dtype),
                                prev_bound, n_live, counts, type_code, init_resp)

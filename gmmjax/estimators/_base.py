@@ -244,18 +244,25 @@ class BaseMixtureEstimator(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, sample_weight=None):
         """Estimate the parameters with EM (``n_init`` restarts in one compiled program). Returns self.
 
-        ``sample_weight`` (N,) non-negative row weights (a gmmjax extension).
+        ``sample_weight`` (N,) non-negative row weights (a gmmjax extension). Unlike
+        scikit-learn (whose ``fit`` calls ``fit_predict``), the final labelling E-step that
+        ``fit_predict`` adds is skipped: its labels would be discarded.
         """
-        self.fit_predict(X, y, sample_weight=sample_weight)
+        self._fit(X, sample_weight)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit_predict(self, X, y=None, sample_weight=None):
         """Fit, then label X with a final E-step on the best parameters, so
         ``fit_predict(X) == fit(X).predict(X)`` for any max_iter, tol and n_init. -> int64 (N,)."""
+        return self._labels(self._fit(X, sample_weight))
+
+    def _fit(self, X, sample_weight) -> np.ndarray:
+        """EM on X (validated here); sets the fitted attributes. -> the validated X."""
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         if not do_init:
             n_features = self.n_features_in_
@@ -309,7 +316,7 @@ class BaseMixtureEstimator(DensityMixin, BaseEstimator):
         else:
             self.lower_bound_ = np.asarray(result.lower_bound)[()]
         self.lower_bounds_ = [history[i] for i in range(n_iter)]
-        return self._labels(X)
+        return X
 
     # ------------------------------------------------------------------ evaluation
 
