@@ -379,3 +379,22 @@ def test_pipeline_and_grid_search(X):
     search.fit(X)
     assert search.best_params_ == {"n_components": 2}
     assert search.best_estimator_.means_.shape == (2, D)
+
+
+def test_fit_skips_the_labelling_e_step_that_fit_predict_runs(X, monkeypatch):
+    """``fit`` does not run fit_predict's final E-step (its labels would be discarded: one
+    evaluation program and one pass over the rows less); ``fit_predict`` still labels with
+    it, equal to ``fit(X).predict(X)``."""
+    calls = []
+    original = GaussianMixture._labels
+
+    def counting(self, data):
+        calls.append(data.shape)
+        return original(self, data)
+
+    monkeypatch.setattr(GaussianMixture, "_labels", counting)
+    gm = GaussianMixture(3, random_state=0).fit(X)
+    assert calls == []
+    labels = GaussianMixture(3, random_state=0).fit_predict(X)
+    assert calls == [X.shape]
+    np.testing.assert_array_equal(labels, gm.predict(X))
