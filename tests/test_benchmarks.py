@@ -225,3 +225,18 @@ def test_device_check_tiny_writes_its_report(tmp_path):
     data = json.loads(next(tmp_path.glob("*-device-check.json")).read_text())
     assert data["meta"]["tiny"] is True and len(data["cases"]) == 5
     assert next(tmp_path.glob("*-device-check.png")).stat().st_size > 0
+
+
+def test_compile_cost_reports_one_fit_program(tmp_path):
+    """``python -m benchmarks.compile_cost`` builds the estimators' fit program in a fresh
+    process and reports its kernels (a positive count), build phases and warm time."""
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-m", "benchmarks.compile_cost", "300", "2", "2",
+                          "diag", "2"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.strip().splitlines()[-1]
+    assert line.startswith("fit program N=300 D=2 K=2 diag n_init=2: ")
+    assert int(line.split(": ")[1].split(" kernels")[0]) > 0
+    assert "XLA" in line and line.endswith(" ms")
