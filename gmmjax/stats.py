@@ -99,11 +99,25 @@ def responsibility_stats(wlp: jax.Array, x: jax.Array, w: jax.Array, centers: ja
 
 
 def chunk_stats(params: MixtureParams, x: jax.Array, w: jax.Array, shift: jax.Array) -> SuffStats:
-    """EM statistics of one chunk (x (C, D), w (C,)) under ``params``. Zero-weight rows are inert."""
+    """EM statistics of one chunk (x (C, D), w (C,)) under ``params``. Zero-weight rows are inert.
+
+    Computed rows minor, as (K, C), from the distances to the statistics: the log-sum-exp over
+    components runs across row vectors and n_k sums along rows, with no transposes (the (C, K)
+    layout of :func:`responsibility_stats` reduces over a short minor axis instead)."""
+    model = get_covariance_model(params.covariance_type)
     xs = x - shift
     centers = params.means - shift
-    return responsibility_stats(weighted_log_prob(params, x, shift), xs, w, centers,
-                                params.covariance_type)
+    n_features = x.shape[-1]
+    wlp = (-0.5 * (n_features * LOG_2PI + model.distances(xs, centers, params.precisions_cholesky))
+           + (model.log_det(params.precisions_cholesky, n_features)
+              + jnp.log(params.weights))[:, None])                                # (K, C)
+    norm = logsumexp(wlp, axis=0)
+    live = w > 0
+    resp_t = jnp.where(live[None], jnp.exp(wlp - norm[None]), 0.0) * w[None]
+    nk = jnp.sum(resp_t, axis=1)
+    sx = jnp.matmul(resp_t, xs, precision=jax.lax.Precision.HIGHEST) - nk[:, None] * centers
+    return SuffStats(nk, sx, model.scatter_rows_minor(xs, resp_t, centers),
+                     jnp.sum(jnp.where(live, norm * w, 0.0)), jnp.sum(w))
 
 
 def pad_rows(x: jax.Array, w: jax.Array, multiple: int) -> tuple[jax.Array, jax.Array]:
