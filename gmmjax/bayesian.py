@@ -5,7 +5,7 @@ Dirichlet-process (stick-breaking) or Dirichlet-distribution prior of concentrat
 component a Gaussian-Wishart prior N(μ | m₀, (β₀Λ)⁻¹) W(Λ | Ψ₀⁻¹, ν₀). The variational posterior has
 the same form and is held in :class:`BayesianParams`. One variational iteration is
 
-  E-step: r ∝ exp(E[ln π_k] + E[ln N(x | μ_k, Λ_k⁻¹)]), accumulated by ``responsibility_stats``;
+  E-step: r ∝ exp(E[ln π_k] + E[ln N(x | μ_k, Λ_k⁻¹)]), accumulated rows minor by ``rows_minor_stats``;
   M-step: the conjugate updates from (nk, x̄k, Sk), exactly as scikit-learn's ``_m_step``;
   bound : sklearn's ELBO (constants dropped, a total over samples, not a mean),
 
@@ -34,8 +34,8 @@ from .em import Status, best_restart, run_from
 from .init import INIT_METHODS, initial_responsibilities, resp_stats
 from .params import MixtureParams
 from .rows import auto_chunk_size, bucket_rows, pad_resp, pad_to
-from .stats import (SuffStats, chunked_map, chunked_sum, component_log_prob, log_resp_and_norm,
-                    responsibility_stats)
+from .stats import (SuffStats, chunked_map, chunked_sum, component_log_prob_rows_minor,
+                    log_resp_and_norm, rows_minor_stats)
 from .validation import (HostCentring, check_data, check_em_options, check_init_resp,
                          check_n_samples, check_sample_weight, is_traced, warn_if_narrowed)
 
@@ -276,17 +276,25 @@ def _log_lambda_terms(dof, n_features: int, fn):
     return jnp.sum(fn(0.5 * (dof[..., None] - i)), axis=-1)
 
 
-def weighted_log_prob(post: BayesianParams, x: jax.Array, shift=None) -> jax.Array:
-    """(N, K) E[ln π_k] + E[ln N(x | μ_k, Λ_k⁻¹)] (sklearn's variational weighted log prob)."""
+def weighted_log_prob_rows_minor(post: BayesianParams, x: jax.Array, shift=None) -> jax.Array:
+    """(K, N) E[ln π_k] + E[ln N(x | μ_k, Λ_k⁻¹)] (sklearn's variational weighted log prob),
+    rows minor."""
     d = x.shape[-1]
     dof = jnp.asarray(post.degrees_of_freedom)
     gauss = MixtureParams(post.mean_precision, post.means, post.covariances,      # weights unused
                           post.precisions_cholesky, post.covariance_type)
-    log_gauss = component_log_prob(gauss, x, shift) - 0.5 * d * jnp.log(dof)
     log_lambda = d * LOG_2 + _log_lambda_terms(dof, d, digamma)
     log_weights = get_weight_prior(post.weight_concentration_prior_type).expected_log_weights(
         post.weight_concentration)
-    return log_gauss + 0.5 * (log_lambda - d / post.mean_precision) + log_weights
+    per_component = (-0.5 * d * jnp.log(dof) + 0.5 * (log_lambda - d / post.mean_precision)
+                     + log_weights)
+    return (component_log_prob_rows_minor(gauss, x, shift)
+            + jnp.broadcast_to(per_component, log_weights.shape)[:, None])
+
+
+def weighted_log_prob(post: BayesianParams, x: jax.Array, shift=None) -> jax.Array:
+    """(N, K) E[ln π_k] + E[ln N(x | μ_k, Λ_k⁻¹)] (sklearn's variational weighted log prob)."""
+    return weighted_log_prob_rows_minor(post, x, shift).T
 
 
 def elbo(post: BayesianParams, neg_entropy: jax.Array) -> jax.Array:
@@ -311,12 +319,11 @@ def variational_step(post: BayesianParams, x: jax.Array, w: jax.Array, priors: B
 
     Returns (new posterior, lower bound, ok) — the ``step`` contract of ``run_loop``.
     """
-    def chunk(xc, wc):
-        wlp = weighted_log_prob(post, xc)
-        stats = responsibility_stats(wlp, xc, wc, post.means, post.covariance_type)
-        log_resp, _ = log_resp_and_norm(wlp)
-        rlogr = jnp.where(jnp.isfinite(log_resp), jnp.exp(log_resp) * log_resp, 0.0)
-        return stats, jnp.sum(jnp.where(wc > 0, wc * jnp.sum(rlogr, axis=1), 0.0))
+    def chunk(xc, wc):     # rows minor (stats.rows_minor_stats)
+        stats, log_resp_t = rows_minor_stats(weighted_log_prob_rows_minor(post, xc), xc, wc,
+                                             post.means, post.covariance_type)
+        rlogr = jnp.where(jnp.isfinite(log_resp_t), jnp.exp(log_resp_t) * log_resp_t, 0.0)
+        return stats, jnp.sum(jnp.where(wc > 0, wc * jnp.sum(rlogr, axis=0), 0.0))
 
     stats, neg_entropy = chunked_sum(chunk, x, w, chunk_size)
     new, ok = posterior_from_stats(stats, post.means, priors, post.covariance_type,

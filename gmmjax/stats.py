@@ -30,17 +30,23 @@ class SuffStats(NamedTuple):
     weight: jax.Array
 
 
-def component_log_prob(params: MixtureParams, x: jax.Array, shift=None) -> jax.Array:
-    """(N, K) log N(x | μ_k, Σ_k). ``shift`` (D,) is subtracted from x and the means first."""
+def component_log_prob_rows_minor(params: MixtureParams, x: jax.Array, shift=None
+                                  ) -> jax.Array:
+    """(K, N) log N(x | μ_k, Σ_k), rows minor (the layout the distances are computed in).
+    ``shift`` (D,) is subtracted from x and the means first."""
     model = get_covariance_model(params.covariance_type)
     means = params.means
     if shift is not None:
         x = x - shift
         means = means - shift
-    maha = model.mahalanobis(x, means, params.precisions_cholesky)
     n_features = x.shape[-1]
-    return -0.5 * (n_features * LOG_2PI + maha) + model.log_det(params.precisions_cholesky,
-                                                                 n_features)
+    return (-0.5 * (n_features * LOG_2PI + model.distances(x, means, params.precisions_cholesky))
+            + model.log_det(params.precisions_cholesky, n_features)[:, None])
+
+
+def component_log_prob(params: MixtureParams, x: jax.Array, shift=None) -> jax.Array:
+    """(N, K) log N(x | μ_k, Σ_k). ``shift`` (D,) is subtracted from x and the means first."""
+    return component_log_prob_rows_minor(params, x, shift).T
 
 
 def weighted_log_prob(params: MixtureParams, x: jax.Array, shift=None) -> jax.Array:
@@ -98,26 +104,33 @@ def responsibility_stats(wlp: jax.Array, x: jax.Array, w: jax.Array, centers: ja
     return SuffStats(nk, sx, model.scatter(x, resp, centers), loglik, jnp.sum(w))
 
 
-def chunk_stats(params: MixtureParams, x: jax.Array, w: jax.Array, shift: jax.Array) -> SuffStats:
-    """EM statistics of one chunk (x (C, D), w (C,)) under ``params``. Zero-weight rows are inert.
+def rows_minor_stats(wlp_t: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array,
+                     covariance_type: str) -> tuple[SuffStats, jax.Array]:
+    """Statistics of one chunk from its weighted log probs given rows minor, ``wlp_t`` (K, C),
+    and its log responsibilities (K, C). ``x`` (C, D) and ``centers`` (K, D) share a frame.
 
-    Computed rows minor, as (K, C), from the distances to the statistics: the log-sum-exp over
-    components runs across row vectors and n_k sums along rows, with no transposes (the (C, K)
-    layout of :func:`responsibility_stats` reduces over a short minor axis instead)."""
-    model = get_covariance_model(params.covariance_type)
-    xs = x - shift
-    centers = params.means - shift
-    n_features = x.shape[-1]
-    wlp = (-0.5 * (n_features * LOG_2PI + model.distances(xs, centers, params.precisions_cholesky))
-           + (model.log_det(params.precisions_cholesky, n_features)
-              + jnp.log(params.weights))[:, None])                                # (K, C)
-    norm = logsumexp(wlp, axis=0)
+    Rows minor from the distances to the statistics: the log-sum-exp over components runs
+    across row vectors and n_k sums along rows, with no transposes (the (C, K) layout of
+    :func:`responsibility_stats` reduces over a short minor axis instead). Zero-weight rows are
+    inert."""
+    model = get_covariance_model(covariance_type)
+    norm = logsumexp(wlp_t, axis=0)
+    log_resp_t = wlp_t - norm[None]
     live = w > 0
-    resp_t = jnp.where(live[None], jnp.exp(wlp - norm[None]), 0.0) * w[None]
+    resp_t = jnp.where(live[None], jnp.exp(log_resp_t), 0.0) * w[None]
     nk = jnp.sum(resp_t, axis=1)
-    sx = jnp.matmul(resp_t, xs, precision=jax.lax.Precision.HIGHEST) - nk[:, None] * centers
-    return SuffStats(nk, sx, model.scatter_rows_minor(xs, resp_t, centers),
-                     jnp.sum(jnp.where(live, norm * w, 0.0)), jnp.sum(w))
+    sx = jnp.matmul(resp_t, x, precision=jax.lax.Precision.HIGHEST) - nk[:, None] * centers
+    stats = SuffStats(nk, sx, model.scatter_rows_minor(x, resp_t, centers),
+                      jnp.sum(jnp.where(live, norm * w, 0.0)), jnp.sum(w))
+    return stats, log_resp_t
+
+
+def chunk_stats(params: MixtureParams, x: jax.Array, w: jax.Array, shift: jax.Array) -> SuffStats:
+    """EM statistics of one chunk (x (C, D), w (C,)) under ``params`` (:func:`rows_minor_stats`)."""
+    wlp_t = (component_log_prob_rows_minor(params, x, shift)
+             + jnp.log(params.weights)[:, None])                                # (K, C)
+    return rows_minor_stats(wlp_t, x - shift, w, params.means - shift,
+                            params.covariance_type)[0]
 
 
 def pad_rows(x: jax.Array, w: jax.Array, multiple: int) -> tuple[jax.Array, jax.Array]:
