@@ -27,7 +27,7 @@ from .em import Status, params_from_stats
 from .params import MixtureParams
 from .sgd import (check_array_data, check_training_options, epoch_batches, initial_params,
                   is_array_data, pad_batch, start_batches)
-from .stats import SuffStats, responsibility_stats, weighted_log_prob
+from .stats import SuffStats, rows_minor_stats, weighted_log_prob_rows_minor
 
 
 def stepwise_schedule(t0: float = 2.0, kappa: float = 0.6) -> Callable:
@@ -61,8 +61,8 @@ def _batch_stats(params, x, w, centers, shift):
     """E-step statistics of one batch per unit weight, centred on fixed ``centers``."""
     xs = x - shift
     frame = params.replace(means=params.means - shift)
-    st = responsibility_stats(weighted_log_prob(frame, xs), xs, w, centers,
-                              params.covariance_type)
+    st, _ = rows_minor_stats(weighted_log_prob_rows_minor(frame, xs), xs, w, centers,
+                             params.covariance_type)
     return jax.tree_util.tree_map(lambda a: a / st.weight, st)
 
 
@@ -154,7 +154,7 @@ def _fit_online_array(key, x, w, init_params, reg_covar, *, step_size, n_compone
 
     state, lls = jax.lax.scan(epoch, state, jax.random.split(shuffle_key, n_epochs))
     shift = jnp.mean(state.params.means, axis=0)
-    norm = jax.nn.logsumexp(weighted_log_prob(state.params, x, shift), axis=1)
+    norm = jax.nn.logsumexp(weighted_log_prob_rows_minor(state.params, x, shift), axis=0)
     loglik = jnp.sum(jnp.where(w > 0, w * norm, 0.0)) / jnp.sum(w)
     return OnlineResult(state.params, loglik, lls.reshape(-1), state.step, state.n_failed,
                         _status(ok, state.n_failed), state)

@@ -90,47 +90,42 @@ def mixture_log_resp_and_norm(params: MixtureParams, x: jax.Array, shift=None):
     return weighted_log_resp_and_norm(component_log_prob(params, x, shift), params.weights)
 
 
-def responsibility_stats(wlp: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array,
-                         covariance_type: str) -> SuffStats:
-    """Statistics of one chunk from its weighted log probs ``wlp`` (C, K) (any model: EM or
-    variational). ``x`` (C, D) and ``centers`` (K, D) are in the same (shifted) frame."""
+def weighted_log_prob_rows_minor(params: MixtureParams, x: jax.Array, shift=None) -> jax.Array:
+    """(K, N) log π_k + log N(x | μ_k, Σ_k), rows minor."""
+    return component_log_prob_rows_minor(params, x, shift) + jnp.log(params.weights)[:, None]
+
+
+def weighted_resp_stats(resp_t: jax.Array, loglik: jax.Array, x: jax.Array, w: jax.Array,
+                        centers: jax.Array, covariance_type: str) -> SuffStats:
+    """Statistics of one chunk from its weighted responsibilities ``resp_t`` (K, C) (already
+    times the row weights) and Σ w log p(x): every statistics pass ends here. ``x`` (C, D) and
+    ``centers`` (K, D) share a frame."""
     model = get_covariance_model(covariance_type)
-    log_resp, norm = log_resp_and_norm(wlp)
-    live = w > 0
-    resp = jnp.where(live[:, None], jnp.exp(log_resp), 0.0) * w[:, None]
-    loglik = jnp.sum(jnp.where(live, norm * w, 0.0))
-    nk = jnp.sum(resp, axis=0)
-    sx = jnp.matmul(resp.T, x, precision=jax.lax.Precision.HIGHEST) - nk[:, None] * centers
-    return SuffStats(nk, sx, model.scatter(x, resp, centers), loglik, jnp.sum(w))
+    nk = jnp.sum(resp_t, axis=1)
+    sx = jnp.matmul(resp_t, x, precision=jax.lax.Precision.HIGHEST) - nk[:, None] * centers
+    return SuffStats(nk, sx, model.scatter_rows_minor(x, resp_t, centers), loglik, jnp.sum(w))
 
 
 def rows_minor_stats(wlp_t: jax.Array, x: jax.Array, w: jax.Array, centers: jax.Array,
                      covariance_type: str) -> tuple[SuffStats, jax.Array]:
-    """Statistics of one chunk from its weighted log probs given rows minor, ``wlp_t`` (K, C),
-    and its log responsibilities (K, C). ``x`` (C, D) and ``centers`` (K, D) share a frame.
+    """Statistics of one chunk from its weighted log probs given rows minor, ``wlp_t`` (K, C)
+    (any model: EM or variational), and its log responsibilities (K, C).
 
     Rows minor from the distances to the statistics: the log-sum-exp over components runs
-    across row vectors and n_k sums along rows, with no transposes (the (C, K) layout of
-    :func:`responsibility_stats` reduces over a short minor axis instead). Zero-weight rows are
-    inert."""
-    model = get_covariance_model(covariance_type)
+    across row vectors and n_k sums along rows, with no transposes (a (C, K) layout reduces
+    over a short minor axis instead). Zero-weight rows are inert."""
     norm = logsumexp(wlp_t, axis=0)
     log_resp_t = wlp_t - norm[None]
     live = w > 0
     resp_t = jnp.where(live[None], jnp.exp(log_resp_t), 0.0) * w[None]
-    nk = jnp.sum(resp_t, axis=1)
-    sx = jnp.matmul(resp_t, x, precision=jax.lax.Precision.HIGHEST) - nk[:, None] * centers
-    stats = SuffStats(nk, sx, model.scatter_rows_minor(x, resp_t, centers),
-                      jnp.sum(jnp.where(live, norm * w, 0.0)), jnp.sum(w))
-    return stats, log_resp_t
+    loglik = jnp.sum(jnp.where(live, norm * w, 0.0))
+    return weighted_resp_stats(resp_t, loglik, x, w, centers, covariance_type), log_resp_t
 
 
 def chunk_stats(params: MixtureParams, x: jax.Array, w: jax.Array, shift: jax.Array) -> SuffStats:
     """EM statistics of one chunk (x (C, D), w (C,)) under ``params`` (:func:`rows_minor_stats`)."""
-    wlp_t = (component_log_prob_rows_minor(params, x, shift)
-             + jnp.log(params.weights)[:, None])                                # (K, C)
-    return rows_minor_stats(wlp_t, x - shift, w, params.means - shift,
-                            params.covariance_type)[0]
+    return rows_minor_stats(weighted_log_prob_rows_minor(params, x, shift), x - shift, w,
+                            params.means - shift, params.covariance_type)[0]
 
 
 def pad_rows(x: jax.Array, w: jax.Array, multiple: int) -> tuple[jax.Array, jax.Array]:
@@ -190,13 +185,9 @@ def sufficient_statistics(params: MixtureParams, x: jax.Array, w: jax.Array, shi
 def resp_statistics(x: jax.Array, w: jax.Array, resp: jax.Array, centers: jax.Array,
                     covariance_type: str, chunk_size: int | None = None) -> SuffStats:
     """Statistics for given responsibilities (N, K), centred on ``centers`` (K, D)."""
-    model = get_covariance_model(covariance_type)
 
     def fn(xc, wc, rc):
-        r = rc * wc[:, None]
-        nk = jnp.sum(r, axis=0)
-        sx = jnp.matmul(r.T, xc, precision=jax.lax.Precision.HIGHEST) - nk[:, None] * centers
-        zero = jnp.zeros((), x.dtype)
-        return SuffStats(nk, sx, model.scatter(xc, r, centers), zero, jnp.sum(wc))
+        return weighted_resp_stats((rc * wc[:, None]).T, jnp.zeros((), x.dtype), xc, wc,
+                                   centers, covariance_type)
 
     return chunked_sum(fn, x, w, chunk_size, resp)
