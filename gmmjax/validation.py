@@ -152,7 +152,10 @@ GRAD_MESSAGE = ("gmmjax.fit is not reverse-mode differentiable (EM runs in a lax
 def without_reverse_mode(fn, *args):
     """``fn(*args)`` (args: pytrees of arrays), computed as is; reverse-mode differentiation
     (``jax.grad``/``vjp``) raises a TypeError naming the differentiable functions, instead of
-    JAX's error from deep inside ``while_loop``."""
+    JAX's error from deep inside ``while_loop``. Concrete arguments (no tracer: nothing can be
+    differentiated) call ``fn`` directly, without the custom_vjp's ~1.5 ms of Python per call."""
+    if not is_traced(*jax.tree.leaves(args)):
+        return fn(*args)
 
     @jax.custom_vjp
     def run(*a):
