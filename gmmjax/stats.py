@@ -114,10 +114,15 @@ def rows_minor_stats(wlp_t: jax.Array, x: jax.Array, w: jax.Array, centers: jax.
     Rows minor from the distances to the statistics: the log-sum-exp over components runs
     across row vectors and n_k sums along rows, with no transposes (a (C, K) layout reduces
     over a short minor axis instead). Zero-weight rows are inert."""
-    norm = logsumexp(wlp_t, axis=0)
+    # the log-sum-exp's exponentials are the unnormalised responsibilities: one exp per entry
+    top = jax.lax.stop_gradient(jnp.max(wlp_t, axis=0))
+    top = jnp.where(jnp.isfinite(top), top, 0.0)          # all −inf: norm −inf, as logsumexp
+    scaled = jnp.exp(wlp_t - top[None])
+    total = jnp.sum(scaled, axis=0)
+    norm = jnp.log(total) + top
     log_resp_t = wlp_t - norm[None]
     live = w > 0
-    resp_t = jnp.where(live[None], jnp.exp(log_resp_t), 0.0) * w[None]
+    resp_t = jnp.where(live[None], scaled / total[None], 0.0) * w[None]
     loglik = jnp.sum(jnp.where(live, norm * w, 0.0))
     return weighted_resp_stats(resp_t, loglik, x, w, centers, covariance_type), log_resp_t
 
