@@ -364,8 +364,9 @@ class Diag(CovarianceModel):
                           self.precision_weights(prec_chol, x.shape[-1]), precision=HIGHEST)
 
     def precision_weights(self, prec_chol, n_features):
-        """(K, D) the precision of each component along each feature."""
-        return prec_chol * prec_chol
+        """(K, D) the precision of each component along each feature (spherical: repeated)."""
+        p = self.precisions(prec_chol)
+        return jnp.broadcast_to(p.reshape(p.shape[0], -1), (p.shape[0], n_features))
 
     def scatter_rows_minor(self, x, resp_t, centers):
         return jnp.einsum("kdn,kn->kd", _squared_offsets(x, centers), resp_t, precision=HIGHEST)
@@ -428,9 +429,6 @@ class Spherical(Diag):
 
     def log_det(self, prec_chol, n_features):
         return n_features * jnp.log(prec_chol)
-
-    def precision_weights(self, prec_chol, n_features):
-        return jnp.broadcast_to((prec_chol * prec_chol)[:, None], (prec_chol.shape[0], n_features))
 
     def scatter_rows_minor(self, x, resp_t, centers):
         return jnp.mean(super().scatter_rows_minor(x, resp_t, centers), axis=-1)
