@@ -337,7 +337,8 @@ class Tied(Full):
 
 
 def _squared_offsets(x: jax.Array, centers: jax.Array) -> jax.Array:
-    """(K, D, N) (x_n − c_k)² per feature, rows minor: the diagonal models' E- and M-step operand."""
+    """(K, D, N) (x_n − c_k)² per feature, rows minor: the diagonal models' E- and M-step
+    operand."""
     diff = x.T[None] - centers[:, :, None]
     return diff * diff
 

@@ -5,7 +5,8 @@ Each process passes its own rows (``process_local=True``, ragged: 120 and 81 row
 streams its own rows with ``fit_stream(mesh=...)``. Hard timeouts everywhere: the coordinator's
 initialisation / heartbeat / shutdown timeouts (generous: on a loaded 2-core machine one
 process may reach the shutdown barrier long before the other), and a wall-clock limit after
-which both processes are killed. If the local coordinator cannot start, the test is skipped with a reason.
+which both processes are killed. If the local coordinator cannot start, the test is skipped with
+a reason.
 """
 
 import json
