@@ -30,9 +30,11 @@ def _is_row_sharded(x) -> bool:
     return is_row_sharded(x)
 
 
-# Padded components cost run time in proportion; below this many rows·K·D (padded) a fit runs in
-# milliseconds and compiling its program (~1-3 s) dominates, so K is padded to a bucket.
-K_BUCKET_ELEMENTS = 1 << 18
+# Padded components cost run time in proportion; below this many rows·K·D (padded) an EM
+# iteration takes a few milliseconds (2-core CPU, 20k×6 K=8: diag 1.2 ms, full 3.7 ms), so a
+# whole fit costs less than compiling its program (~1.5-3 s): K is padded to a bucket and, for
+# D ≤ 8, every covariance type runs in the full layout's program (the type an operand).
+K_BUCKET_ELEMENTS = 1 << 20
 # Below this many rows·16·D a whole fit with 16 components costs well under a compile (~1.6 ns
 # per row·component·feature and iteration on a 2-core CPU: < 70 ms for 300 iterations), so every
 # K ≤ 16 runs in the one 16-component program.
@@ -55,6 +57,14 @@ def component_bucket(n_rows: int, n_components: int, n_features: int, batched: b
     if n_rows * padded * n_features <= K_BUCKET_ELEMENTS:
         return padded, True
     return n_components, False
+
+
+def fit_chunk_size(n_rows: int, n_components: int, n_features: int, batched: bool = False
+                   ) -> int | None:
+    """The automatic chunk of a K-component fit: sized for the program's K
+    (:func:`component_bucket`), so every K that shares a program shares its chunk (and rows)."""
+    k_pad, _ = component_bucket(bucket_rows(n_rows, None), n_components, n_features, batched)
+    return auto_chunk_size(n_rows, k_pad, n_features)
 
 
 def restarts_in_a_loop() -> bool:

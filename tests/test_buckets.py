@@ -20,7 +20,7 @@ def test_component_bucket_rule():
     # tiny (rows·16·D ≤ 2^17): every K ≤ 16 in the 16-component program, larger K on the ladder
     assert {component_bucket(100, k, 2) for k in range(1, 17)} == {(16, True)}
     assert [component_bucket(100, k, 2)[0] for k in (17, 24, 25, 33)] == [24, 24, 32, 48]
-    # small (rows·K_bucket·D ≤ 2^18): the ladder 1, 2, 3, 4, 6, 8, 12, 16
+    # small (rows·K_bucket·D ≤ 2^20): the ladder 1, 2, 3, 4, 6, 8, 12, 16
     assert [component_bucket(5000, k, 2)[0] for k in range(1, 14)] == [1, 2, 3, 4, 6, 6, 8, 8,
                                                                        12, 12, 12, 12, 16]
     assert component_bucket(10 ** 6, 5, 16) == (5, False)    # large: compile time is noise
@@ -106,3 +106,28 @@ def test_covariance_types_share_one_program(blobs):
         assert res.params.covariances.shape == res.params.precisions_cholesky.shape == shape
         assert isinstance(res.params.means, jax.Array)
     assert _fit_program._cache_size() == before + 1
+
+
+def test_medium_estimator_sweep_shares_fit_and_evaluation_programs():
+    """Above the small regime (20,000×6: rows·K·D ≈ 2^20 at K = 8) the estimators still pad K
+    to a bucket and hold every type in the full layout: K = 5 and 6 of full, diag and
+    spherical compile one fit program (the automatic chunk is sized for the bucket, so the
+    rows and chunk agree too) and their scores one evaluation program (K padded to 16)."""
+    from gmmjax import GaussianMixture
+    from gmmjax.density import evaluate
+    rng = np.random.default_rng(6)
+    X = (rng.normal(size=(20000, 6)) + 4 * rng.integers(0, 3, (20000, 1))).astype(np.float32)
+    assert component_bucket(20000, 5, 6) == (6, True)
+    _fit_program.clear_cache()
+    evaluate.clear_cache()
+    scores = {}
+    for covariance_type, k in [("full", 5), ("full", 6), ("diag", 5), ("spherical", 6)]:
+        gm = GaussianMixture(k, covariance_type=covariance_type, max_iter=3, random_state=0)
+        gm.fit(X)
+        assert gm.means_.shape == (k, 6)
+        scores[covariance_type, k] = gm.score(X)
+        np.testing.assert_allclose(gm.score_samples(X).mean(), scores[covariance_type, k],
+                                   rtol=1e-6)
+    assert _fit_program._cache_size() == 1
+    assert evaluate._cache_size() == 1
+    assert all(np.isfinite(s) for s in scores.values())

@@ -14,9 +14,8 @@ from sklearn.utils.validation import validate_data
 
 from ..covariance import COVARIANCE_TYPES, get_covariance_model
 from ..compile_cache import cached_jit
-from ..density import evaluate, evaluation_params
-from ..fit import fit
-from ..rows import auto_chunk_size
+from ..density import eval_plan, evaluate, evaluation_params
+from ..fit import fit, fit_chunk_size
 from ..init import initialize
 from ..params import MixtureParams, from_precisions
 from ..missing import evaluate as evaluate_missing
@@ -217,7 +216,7 @@ class GaussianMixture(BaseMixtureEstimator):
                     prev_lower_bound):
         n, d = X.shape
         chunk = (self.chunk_size if self.chunk_size is not None
-                 else auto_chunk_size(n, self.n_components, d))
+                 else fit_chunk_size(n, self.n_components, d))
         x, w = pad_rows(X, sample_weight, chunk)
         x, w = jax.device_put(x), jax.device_put(w)     # (jnp.asarray compiles a copy)
         common = dict(covariance_type=self.covariance_type, max_iter=max_iter, tol=self.tol,
@@ -260,7 +259,7 @@ class GaussianMixture(BaseMixtureEstimator):
     def _log_resp_and_norm(self, x):
         chunk = self.chunk_size
         if chunk is None:   # bounded memory for large N, as in fit
-            chunk = auto_chunk_size(x.shape[0], self.n_components, x.shape[1])
+            chunk = eval_plan(x.shape[0], self.n_components, x.shape[1])[1]
         if self.missing == "marginalize" and fit_buckets(x) is not None:
             return evaluate_missing(self._get_state().astype(x.dtype), x, (0, 1), chunk_size=chunk)
         params = MixtureParams(self.weights_, self.means_, self.covariances_,
