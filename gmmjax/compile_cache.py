@@ -44,7 +44,8 @@ from pathlib import Path
 
 import jax
 
-__all__ = ["CacheEvent", "cache_dir", "cached_jit", "clear", "clear_memory", "configure", "events"]
+__all__ = ["CacheEvent", "cache_dir", "cached_jit", "clear", "clear_memory", "configure", "events",
+           "quick_compile", "quick_compile_options"]
 
 DEFAULT_MAX_MB = 512
 # On unless GMMJAX_CACHE=0. (A segfault once blamed on serialize_executable was the process
@@ -362,6 +363,23 @@ def _static_ok(value) -> bool:
 
 # Programs one cached function keeps in memory (least recently used dropped first).
 MEMORY_PROGRAMS = 256
+# XLA:CPU's classic loop emitters instead of its MLIR fusion emitters: fewer, larger kernels
+# (a 2,000×3 fit program: 98 -> 64), so a program compiles 30-60% faster, but EM passes over
+# large inputs run up to 2× slower. For programs whose run time is negligible next to their
+# compile (the tiny fits and evaluations of a notebook); see :func:`quick_compile_options`.
+QUICK_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+
+def quick_compile(elements: int, limit: int) -> bool:
+    """Whether a concrete program of ``elements`` (rows·K·D) compiles with
+    QUICK_COMPILE_OPTIONS: on CPU, at most ``limit`` elements."""
+    return elements <= limit and jax.default_backend() == "cpu"
+
+
+def quick_compile_options(statics: dict) -> dict:
+    """``compiler_options`` for :func:`cached_jit`: QUICK_COMPILE_OPTIONS when the static
+    argument ``quick_compile`` is true (callers set it on CPU only), else none."""
+    return dict(QUICK_COMPILE_OPTIONS) if statics.get("quick_compile") else {}
 # Each compiled CPU program maps its code in separate memory mappings (~80 for a fit program,
 # measured with jax 0.10.2); past Linux's vm.max_map_count (65,530 by default) XLA's compiler
 # segfaults. Above this fraction of the limit gmmjax drops the programs it holds in memory.
@@ -416,7 +434,8 @@ class _CachedJit:
     def __init__(self, fun: Callable, static_argnames: Sequence[str], compiler_options):
         self._jitted = jax.jit(fun, static_argnames=tuple(static_argnames))
         self._name = f"{fun.__module__}.{fun.__qualname__}"
-        self._compiler_options = dict(compiler_options or {})
+        self._compiler_options = (compiler_options if callable(compiler_options)
+                                  else dict(compiler_options or {}))
         params = list(inspect.signature(fun).parameters.values())
         positional = [p.name for p in params
                       if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -488,7 +507,7 @@ class _CachedJit:
             except Exception:
                 _discard(path)
                 start = time.perf_counter()
-        compiled, kind = self._build(path, text, args, kwargs)
+        compiled, kind = self._build(path, text, args, kwargs, self._options(key[0]))
         self._done(key, compiled, kind, start)
         return compiled(*dyn_args, **dyn_kwargs)
 
@@ -507,10 +526,17 @@ class _CachedJit:
         _state.events.append(CacheEvent(self._name, kind, time.perf_counter() - start))
         relieve_map_pressure()
 
+    def _options(self, statics: tuple) -> dict:
+        """XLA options of the program with these static values (see :func:`cached_jit`)."""
+        options = self._compiler_options
+        if callable(options):
+            options = options(dict(zip((name for name, _, _ in self._static), statics)))
+        return dict(options or {})
+
     def _entry_path(self, key) -> tuple[Path | None, str]:
         statics, tree, avals, config = key
         text = repr((self._name, statics, str(tree), avals, _config_text(config),
-                     self._compiler_options))
+                     self._options(statics)))
         directory = _machine_dir()
         if directory is None:
             return None, text
@@ -536,14 +562,21 @@ class _CachedJit:
             pass
         return compiled
 
-    def _build(self, path: Path | None, text: str, args, kwargs):
+    def _build(self, path: Path | None, text: str, args, kwargs, options: dict):
         """Trace, lower and compile; store the executable. -> (compiled, event kind)."""
         _listen_to_jax_cache()
         _thread.jax_cache_hit = False
         collecting = gc.isenabled()
         gc.disable()    # tracing makes many short-lived objects: collections cost ~6% of a build
         try:
-            compiled = self._jitted.lower(*args, **kwargs).compile(self._compiler_options or None)
+            lowered = self._jitted.lower(*args, **kwargs)
+            try:
+                compiled = lowered.compile(options or None)
+            except Exception:
+                if not options:
+                    raise
+                # an option this XLA does not know (another jax version): its default program
+                compiled = lowered.compile()
         finally:
             if collecting:
                 gc.enable()
@@ -562,11 +595,13 @@ class _CachedJit:
 
 
 def cached_jit(fun: Callable | None = None, *, static_argnames: Sequence[str] = (),
-               compiler_options: dict | None = None):
+               compiler_options: dict | Callable[[dict], dict] | None = None):
     """``jax.jit(fun, static_argnames=...)`` whose compiled programs persist across processes.
 
     Usable as ``@cached_jit`` or ``@functools.partial(cached_jit, static_argnames=(...))``.
-    ``compiler_options`` are XLA options for programs built on the cached path.
+    ``compiler_options`` are XLA options for programs built on the cached path: a dict, or a
+    function of the static arguments (a dict of their values) returning one. Options are part
+    of the on-disk key; an option the installed XLA rejects is dropped (the default program).
     """
     if fun is None:
         return functools.partial(cached_jit, static_argnames=static_argnames,

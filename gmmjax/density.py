@@ -11,11 +11,13 @@ covariance types share programs (each new program costs ~0.2-1 s to compile).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .compile_cache import cached_jit
+from .compile_cache import cached_jit, quick_compile, quick_compile_options
 from .covariance import get_covariance_model
 from .core import pad_components
 from .rows import auto_chunk_size
@@ -47,6 +49,7 @@ def _traced(*trees) -> bool:
 # milliseconds (20k×6 at K=16: ~8 ms on a 2-core CPU) against ~0.4 s to compile a program per K.
 EVAL_PAD_ELEMENTS = 1 << 21
 EVAL_COMPONENTS = 16
+QUICK_EVAL_ELEMENTS = 1 << 18
 
 
 def eval_components(n_rows: int, n_components: int, n_features: int) -> int:
@@ -54,6 +57,12 @@ def eval_components(n_rows: int, n_components: int, n_features: int) -> int:
     K padded to max(16, next power of two) when the padded problem is small, else K."""
     padded = max(EVAL_COMPONENTS, 1 << (n_components - 1).bit_length())
     return padded if eval_rows(n_rows) * padded * n_features <= EVAL_PAD_ELEMENTS else n_components
+
+
+def quick_evaluation(n_rows: int, n_components: int, n_features: int) -> bool:
+    """Whether a concrete evaluation of this (padded) size compiles with the quick options:
+    one pass of at most QUICK_EVAL_ELEMENTS rows·K·D takes ~1 ms, its compile ~0.3 s."""
+    return quick_compile(n_rows * n_components * n_features, QUICK_EVAL_ELEMENTS)
 
 
 def eval_plan(n_rows: int, n_components: int, n_features: int) -> tuple[int, int | None]:
@@ -80,10 +89,13 @@ def evaluation_params(params: MixtureParams, dtype=None, n_rows: int | None = No
     return params if n_rows is None else pad_components(params, eval_components(n_rows, k, d))
 
 
-@cached_jit(static_argnames=("chunk_size",))
-def evaluate(params: MixtureParams, x: jax.Array, chunk_size: int | None = None):
+@functools.partial(cached_jit, static_argnames=("chunk_size", "quick_compile"),
+                   compiler_options=quick_compile_options)
+def evaluate(params: MixtureParams, x: jax.Array, chunk_size: int | None = None,
+             quick_compile: bool = False):
     """(log responsibilities (N, K), log density (N,)) of rows ``x``, chunked. The one
-    evaluation program (use it under jit; on the host prefer :func:`evaluate_rows`)."""
+    evaluation program (use it under jit; on the host prefer :func:`evaluate_rows`).
+    ``quick_compile``: built with the quick options (:func:`quick_evaluation`)."""
     shift = jnp.mean(params.means, axis=0)
     return chunked_map(lambda xc: mixture_log_resp_and_norm(params, xc, shift), x,
                        chunk_size)
@@ -102,7 +114,7 @@ def evaluate_rows(params: MixtureParams, x, chunk_size: int | None = None):
     params = evaluation_params(params, x.dtype, rows)
     if rows != n:
         x = np.concatenate([x, np.zeros((rows - n, d), x.dtype)])
-    return evaluate(params, x, chunk_size)
+    return evaluate(params, x, chunk_size, quick_evaluation(rows, params.n_components, d))
 
 
 def _auto_chunk(params: MixtureParams, x: jax.Array, chunk_size: int | None) -> int | None:

@@ -131,3 +131,25 @@ def test_medium_estimator_sweep_shares_fit_and_evaluation_programs():
     assert _fit_program._cache_size() == 1
     assert evaluate._cache_size() == 1
     assert all(np.isfinite(s) for s in scores.values())
+
+
+def test_tiny_programs_compile_quickly_with_the_same_results(x64, blobs, monkeypatch):
+    """On CPU, tiny fit and evaluation programs (rows·K·D ≤ 2^17, 2^18) are built with the
+    quick compile options (the classic loop emitters); larger ones, or with the limits at 0,
+    with XLA's defaults. Same arithmetic: the fits and densities agree to rounding."""
+    density = importlib.import_module("gmmjax.density")
+    _fit_program.clear_cache()
+    density.evaluate.clear_cache()
+    quick = gj.fit(KEY, blobs, 3, covariance_type="full", n_init=2, tol=1e-8)
+    quick_density = gj.log_prob(quick.params, blobs)
+    monkeypatch.setattr(fit_module, "QUICK_COMPILE_ELEMENTS", 0)
+    monkeypatch.setattr(density, "QUICK_EVAL_ELEMENTS", 0)
+    default = gj.fit(KEY, blobs, 3, covariance_type="full", n_init=2, tol=1e-8)
+    default_density = gj.log_prob(default.params, blobs)
+    # the last static value of each key is quick_compile: one quick and one default program
+    assert sorted(key[0][-1] for key in _fit_program._memory) == [False, True]
+    assert sorted(key[0][-1] for key in density.evaluate._memory) == [False, True]
+    np.testing.assert_array_equal(quick.n_iter, default.n_iter)
+    for a, b in zip(jax.tree_util.tree_leaves(quick), jax.tree_util.tree_leaves(default)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(quick_density, default_density, rtol=1e-10)

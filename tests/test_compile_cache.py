@@ -270,3 +270,35 @@ def test_programs_are_dropped_near_the_mapping_limit(tmp_path, monkeypatch, cach
         assert f._cache_size() == 1
     finally:
         compile_cache.configure()
+
+
+def test_compiler_options_chosen_by_static_values(cache, monkeypatch):
+    """``compiler_options`` as a function of the static values: each program is built with its
+    own options (recorded here), they are part of the disk key (two entries), and an option the
+    installed XLA rejects falls back to the default program, which still computes."""
+    seen = []
+
+    def options(statics):
+        seen.append(dict(statics))
+        return {"xla_cpu_use_fusion_emitters": False} if statics["power"] == 3 else {}
+
+    quick = cached_jit(_affine, static_argnames=("power", "scale"), compiler_options=options)
+    x, y = jnp.arange(4.0), jnp.ones(4)
+    compile_options = []
+    real_compile = jax.stages.Lowered.compile
+
+    def recording_compile(self, compiler_options=None):
+        compile_options.append(compiler_options)
+        return real_compile(self, compiler_options)
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", recording_compile)
+    np.testing.assert_allclose(quick(x, y, power=3), _affine(x, y, power=3))
+    np.testing.assert_allclose(quick(x, y, power=2), _affine(x, y, power=2))
+    assert {"power": 3, "scale": 2.0} in seen
+    assert compile_options == [{"xla_cpu_use_fusion_emitters": False}, None]
+    assert len(_entries(cache)) == 2
+    compile_options.clear()
+    bad = cached_jit(_affine, static_argnames=("power", "scale"),
+                     compiler_options={"xla_no_such_option_anywhere": True})
+    np.testing.assert_allclose(bad(x, y, power=4), _affine(x, y, power=4))
+    assert compile_options == [{"xla_no_such_option_anywhere": True}, None]

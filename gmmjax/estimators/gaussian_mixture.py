@@ -14,7 +14,7 @@ from sklearn.utils.validation import validate_data
 
 from ..covariance import COVARIANCE_TYPES, get_covariance_model
 from ..compile_cache import cached_jit
-from ..density import eval_plan, evaluate, evaluation_params
+from ..density import eval_plan, evaluate, evaluation_params, quick_evaluation
 from ..fit import fit, fit_chunk_size
 from ..init import initialize
 from ..params import MixtureParams, from_precisions
@@ -262,9 +262,11 @@ class GaussianMixture(BaseMixtureEstimator):
             chunk = eval_plan(x.shape[0], self.n_components, x.shape[1])[1]
         if self.missing == "marginalize" and fit_buckets(x) is not None:
             return evaluate_missing(self._get_state().astype(x.dtype), x, (0, 1), chunk_size=chunk)
-        params = MixtureParams(self.weights_, self.means_, self.covariances_,
-                               self.precisions_cholesky_, self.covariance_type)
-        return evaluate(evaluation_params(params, x.dtype, x.shape[0]), x, chunk)
+        params = evaluation_params(MixtureParams(
+            self.weights_, self.means_, self.covariances_, self.precisions_cholesky_,
+            self.covariance_type), x.dtype, x.shape[0])
+        return evaluate(params, x, chunk,
+                        quick_evaluation(x.shape[0], params.n_components, x.shape[1]))
 
     def _finite_check(self):
         return "allow-nan" if self.missing == "marginalize" else True
