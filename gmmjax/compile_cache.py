@@ -380,6 +380,8 @@ def quick_compile_options(statics: dict) -> dict:
     """``compiler_options`` for :func:`cached_jit`: QUICK_COMPILE_OPTIONS when the static
     argument ``quick_compile`` is true (callers set it on CPU only), else none."""
     return dict(QUICK_COMPILE_OPTIONS) if statics.get("quick_compile") else {}
+
+
 # Each compiled CPU program maps its code in separate memory mappings (~80 for a fit program,
 # measured with jax 0.10.2); past Linux's vm.max_map_count (65,530 by default) XLA's compiler
 # segfaults. Above this fraction of the limit gmmjax drops the programs it holds in memory.
