@@ -65,13 +65,6 @@ def quick_evaluation(n_rows: int, n_components: int, n_features: int) -> bool:
     return quick_compile(n_rows * n_components * n_features, QUICK_EVAL_ELEMENTS)
 
 
-def eval_plan(n_rows: int, n_components: int, n_features: int) -> tuple[int, int | None]:
-    """(components, automatic chunk) of a concrete evaluation: the chunk is sized for the
-    program's K, so every K that shares a program shares its chunk too."""
-    k_pad = eval_components(n_rows, n_components, n_features)
-    return k_pad, auto_chunk_size(n_rows, k_pad, n_features)
-
-
 def evaluation_params(params: MixtureParams, dtype=None, n_rows: int | None = None
                       ) -> MixtureParams:
     """Concrete ``params`` as host numpy arrays in ``dtype``, in the "full" layout when D is at
@@ -108,8 +101,8 @@ def evaluate_rows(params: MixtureParams, x, chunk_size: int | None = None):
     slices, on the host if it can)."""
     x = np.asarray(x)
     n, d = x.shape
-    if chunk_size is None:
-        chunk_size = eval_plan(n, params.n_components, d)[1]
+    if chunk_size is None:      # sized for the program's K: the K sharing a program share it
+        chunk_size = auto_chunk_size(n, eval_components(n, params.n_components, d), d)
     rows = eval_rows(n, chunk_size)
     params = evaluation_params(params, x.dtype, rows)
     if rows != n:

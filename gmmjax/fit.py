@@ -211,7 +211,7 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
         if shared:
             init_params = to_full_layout(init_params)
     if chunk_size is None:
-        chunk_size = auto_chunk_size(n, k_pad, d)
+        chunk_size = fit_chunk_size(n, n_components, d, traced_input)
     n_rows = bucket_rows(n, chunk_size)
     x, w = pad_to(x, w, n_rows)
     prev_bound = (None if initial_lower_bound is None

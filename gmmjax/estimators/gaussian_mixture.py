@@ -14,8 +14,9 @@ from sklearn.utils.validation import validate_data
 
 from ..covariance import COVARIANCE_TYPES, get_covariance_model
 from ..compile_cache import cached_jit
-from ..density import eval_plan, evaluate, evaluation_params, quick_evaluation
+from ..density import evaluate_rows
 from ..fit import fit, fit_chunk_size
+from ..rows import auto_chunk_size
 from ..init import initialize
 from ..params import MixtureParams, from_precisions
 from ..missing import evaluate as evaluate_missing
@@ -257,16 +258,13 @@ class GaussianMixture(BaseMixtureEstimator):
                             else chol * chol)
 
     def _log_resp_and_norm(self, x):
-        chunk = self.chunk_size
-        if chunk is None:   # bounded memory for large N, as in fit
-            chunk = eval_plan(x.shape[0], self.n_components, x.shape[1])[1]
         if self.missing == "marginalize" and fit_buckets(x) is not None:
+            chunk = (self.chunk_size if self.chunk_size is not None   # bounded memory, as fit
+                     else auto_chunk_size(x.shape[0], self.n_components, x.shape[1]))
             return evaluate_missing(self._get_state().astype(x.dtype), x, (0, 1), chunk_size=chunk)
-        params = evaluation_params(MixtureParams(
-            self.weights_, self.means_, self.covariances_, self.precisions_cholesky_,
-            self.covariance_type), x.dtype, x.shape[0])
-        return evaluate(params, x, chunk,
-                        quick_evaluation(x.shape[0], params.n_components, x.shape[1]))
+        params = MixtureParams(self.weights_, self.means_, self.covariances_,
+                               self.precisions_cholesky_, self.covariance_type)
+        return evaluate_rows(params, np.asarray(x), self.chunk_size)    # the shared program
 
     def _finite_check(self):
         return "allow-nan" if self.missing == "marginalize" else True
