@@ -7,10 +7,16 @@ compatible estimators. ``gmmjax.plot`` (matplotlib) and ``gmmjax.io`` are import
 
 import importlib
 
+from .interpreter import collector_paused, install_exit_freeze
+
 # ``fit`` is both a submodule and the function: bind the function now, so a later import of the
 # submodule cannot shadow it. Everything else loads on first use (scikit-learn only with an
-# estimator, optax only with fit_sgd/fit_online): ``import gmmjax`` stays cheap.
-from .fit import fit
+# estimator, optax only with fit_sgd/fit_online): ``import gmmjax`` stays cheap. Heavy imports
+# (JAX here, scikit-learn with the estimators) run with the cyclic collector paused, and the
+# collector skips the survivors at exit (see gmmjax.interpreter).
+with collector_paused():
+    from .fit import fit
+install_exit_freeze()
 
 _LAZY = {
     "covariance": ["COVARIANCE_TYPES", "get_covariance_model"],
@@ -41,11 +47,13 @@ _SUBMODULES = {"distributed"}
 
 def __getattr__(name: str):
     if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
+        with collector_paused():
+            return importlib.import_module(f".{name}", __name__)
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    with collector_paused():
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value   # later lookups skip __getattr__
     return value
 

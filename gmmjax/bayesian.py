@@ -36,8 +36,9 @@ from .params import MixtureParams
 from .rows import auto_chunk_size, bucket_rows, pad_resp, pad_to
 from .stats import (SuffStats, chunked_map, chunked_sum, component_log_prob_rows_minor,
                     log_resp_and_norm, rows_minor_stats)
-from .validation import (HostCentring, check_data, check_em_options, check_init_resp,
-                         check_n_samples, check_sample_weight, is_traced, warn_if_narrowed)
+from .validation import (HostCentring, as_operand, check_data, check_em_options,
+                         check_init_resp, check_n_samples, check_sample_weight, is_traced,
+                         warn_if_narrowed)
 
 HIGHEST = jax.lax.Precision.HIGHEST
 LOG_2 = math.log(2.0)
@@ -538,10 +539,10 @@ def fit_bayesian(key: jax.Array, X, n_components: int, *, covariance_type: str =
         given(None if mean_prior is None else centring.into_frame(mean_prior), (d,)),
         given(degrees_of_freedom_prior),
         given(covariance_prior, get_covariance_model(covariance_type).component_shape(d)))
-    prev_bound = None if initial_lower_bound is None else jnp.asarray(initial_lower_bound,
-                                                                      x.dtype)
-    result = _bayesian_program(key, x, w, init_value, prior_args, jnp.asarray(tol, x.dtype),
-                               jnp.asarray(reg_covar, x.dtype), prev_bound,
+    prev_bound = (None if initial_lower_bound is None
+                  else as_operand(initial_lower_bound, x.dtype))
+    result = _bayesian_program(key, x, w, init_value, prior_args, as_operand(tol, x.dtype),
+                               as_operand(reg_covar, x.dtype), prev_bound,
                                n_components=n_components, covariance_type=covariance_type,
                                weight_type=weight_concentration_prior_type, init=init_name,
                                n_init=n_init, max_iter=max_iter, chunk_size=chunk_size)

@@ -18,7 +18,8 @@ from .params import FULL_LAYOUT_MAX_FEATURES, MixtureParams, from_full_layout, t
 from .rows import auto_chunk_size, bucket_rows, pad_resp, pad_to
 from .validation import (HostCentring, check_data, check_em_options, check_init_params,
                          check_init_resp, check_key, check_n_samples, check_sample_weight,
-                         init_method_name, is_traced, warn_if_narrowed, without_reverse_mode)
+                         as_operand, init_method_name, is_traced, warn_if_narrowed,
+                         without_reverse_mode)
 
 
 def _is_row_sharded(x) -> bool:
@@ -167,6 +168,19 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     first. Not differentiable: ``jax.grad`` raises a TypeError naming the differentiable
     functions (``log_prob``, ``e_step``, ``em_step``, ``m_step``, ``sample``).
     """
+    res = fit_on_host(**locals())      # (the arguments, by name)
+    on_host = any(isinstance(a, np.ndarray) for a in jax.tree_util.tree_leaves(res))
+    return jax.device_put(res) if on_host else res
+
+
+def fit_on_host(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
+                init: str | MixtureParams = "kmeans", n_init: int = 1, max_iter: int = 100,
+                tol=1e-3, reg_covar=1e-6, sample_weight=None, chunk_size: int | None = None,
+                initial_lower_bound=None, mesh=None, data_axis: str | None = None,
+                restart_axis: str | None = None, process_local: bool = False,
+                missing: str = "error") -> FitResult:
+    """:func:`fit`, with a single-device concrete result left on the host (NumPy leaves): the
+    estimators' path, which reads every field on the host anyway (no device round trip)."""
     n_components, n_init, max_iter, chunk_size = check_em_options(
         n_components, n_init, max_iter, tol, reg_covar, covariance_type, chunk_size)
     init_name = init_method_name(init, arrays=True)
@@ -215,7 +229,7 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
     n_rows = bucket_rows(n, chunk_size)
     x, w = pad_to(x, w, n_rows)
     prev_bound = (None if initial_lower_bound is None
-                  else jnp.asarray(initial_lower_bound, x.dtype))
+                  else as_operand(initial_lower_bound, x.dtype))
     n_live = np.int32(n_components) if masked else None
     type_code = np.int32(TYPE_CODES[covariance_type]) if shared else None
     counts, n_cap, iter_cap = None, n_init, max_iter
@@ -239,7 +253,7 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
                                 quick_compile=not traced_input and quick_compile(
                                     n_rows * k_pad * d, QUICK_COMPILE_ELEMENTS))
     res = without_reverse_mode(program, check_key(key), x, w, init_params,
-                               jnp.asarray(tol, x.dtype), jnp.asarray(reg_covar, x.dtype),
+                               as_operand(tol, x.dtype), as_operand(reg_covar, x.dtype),
                                prev_bound, n_live, counts, type_code, init_resp)
     traced = is_traced(*jax.tree_util.tree_leaves(res))
     if not traced:      # slice and reshape on the host: nothing to compile per K or n_init
@@ -255,4 +269,4 @@ def fit(key: jax.Array, X, n_components: int, *, covariance_type: str = "full",
                        lower_bounds=first(res.lower_bounds, max_iter),
                        restart_lower_bounds=first(res.restart_lower_bounds, n_init),
                        restart_status=first(res.restart_status, n_init))
-    return res if traced else jax.device_put(res)
+    return res

@@ -81,7 +81,8 @@ def max_missing(x) -> int | None:
     """Largest number of NaN entries in a row of concrete ``x`` (None when traced)."""
     if is_traced(x) or x.shape[0] == 0:
         return None if is_traced(x) else 0
-    return int(jnp.max(jnp.sum(jnp.isnan(x), axis=1)))
+    xp = np if isinstance(x, np.ndarray) else jnp    # host rows: no eager XLA op per shape
+    return int(xp.max(xp.sum(xp.isnan(x), axis=1)))
 
 
 def slot_buckets(n_features: int, most_missing: int | None = None) -> tuple[int, ...]:

@@ -69,7 +69,11 @@ LOCAL = Rows()
 
 def bucket_rows(n: int, chunk_size: int | None) -> int:
     """Padded row count: N rounded up to a multiple of max(8, 2^(bit_length(N)−6)) (≤ 1/32
-    padding), then to a multiple of ``chunk_size``, so nearby N share one compiled program."""
+    padding), then to a multiple of ``chunk_size``, so nearby N share one compiled program.
+    A count already a multiple of ``chunk_size`` is kept: rows padded once (the estimators pad
+    before calling fit) are not padded again."""
+    if chunk_size is not None and n > 0 and n % chunk_size == 0:
+        return n
     step = max(8, 1 << max(0, n.bit_length() - 6))
     rows = -(-n // step) * step
     if chunk_size is not None:

@@ -26,8 +26,9 @@ from .init import INIT_METHODS
 from .params import MixtureParams
 from .rows import auto_chunk_size, bucket_rows, pad_to, weighted_mean
 from .stats import chunked_sum, mixture_log_resp_and_norm
-from .validation import (HALF_FLOATS, HostCentring, check_data, check_int, check_n_samples,
-                         check_nonnegative, check_sample_weight, unit_mean_weights)
+from .validation import (HALF_FLOATS, HostCentring, as_operand, check_data, check_int,
+                         check_n_samples, check_nonnegative, check_sample_weight,
+                         unit_mean_weights)
 
 CRITERIA = ("bic", "aic")
 
@@ -241,8 +242,8 @@ def select_model(key: jax.Array, X, n_components: Sequence[int] = range(1, 11),
         all_params = {}
         for i, ct in enumerate(types):
             params, lb, it, st, ll = _sweep_program(
-                key, x, w, jnp.asarray(ks, jnp.int32), jnp.asarray(tol, x.dtype),
-                jnp.asarray(reg_covar, x.dtype), k_max=k_max, n_init=n_init, covariance_type=ct,
+                key, x, w, as_operand(ks, np.int32), as_operand(tol, x.dtype),
+                as_operand(reg_covar, x.dtype), k_max=k_max, n_init=n_init, covariance_type=ct,
                 init=init, max_iter=max_iter, chunk_size=chunk_size)
             ll, lb, it, st = (np.asarray(a) for a in (ll, lb, it, st))
             host = jax.tree_util.tree_map(np.asarray, params)

@@ -149,6 +149,15 @@ GRAD_MESSAGE = ("gmmjax.fit is not reverse-mode differentiable (EM runs in a lax
                 "wrap a fitted result in jax.lax.stop_gradient to use it as a constant.")
 
 
+def as_operand(value, dtype):
+    """``value`` as an array of ``dtype`` for a compiled program: a NumPy array when concrete
+    (``jnp.asarray`` would run, and on first use compile, an eager conversion per call), else
+    ``jnp.asarray`` (a tracer under the user's jit/vmap)."""
+    if is_traced(value) or isinstance(value, jax.Array):
+        return jnp.asarray(value, dtype)
+    return np.asarray(value, dtype)
+
+
 def without_reverse_mode(fn, *args):
     """``fn(*args)`` (args: pytrees of arrays), computed as is; reverse-mode differentiation
     (``jax.grad``/``vjp``) raises a TypeError naming the differentiable functions, instead of

@@ -6,9 +6,12 @@ import importlib
 import jax
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gmmjax as gj
 from gmmjax.fit import _fit_program, component_bucket
+from gmmjax.rows import bucket_rows
 
 fit_module = importlib.import_module("gmmjax.fit")
 
@@ -24,6 +27,18 @@ def test_component_bucket_rule():
     assert [component_bucket(5000, k, 2)[0] for k in range(1, 14)] == [1, 2, 3, 4, 6, 6, 8, 8,
                                                                        12, 12, 12, 12, 16]
     assert component_bucket(10 ** 6, 5, 16) == (5, False)    # large: compile time is noise
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 10 ** 7), st.sampled_from([None, 256, 512, 768, 2304, 4096, 9984]))
+def test_row_buckets_are_idempotent(n, chunk_size):
+    """Rows padded once (the estimators pad before fit) are not padded again: a second pad
+    would cost run time and an eager concatenate compiled in every process."""
+    rows = bucket_rows(n, chunk_size)
+    assert n <= rows <= n + max(n // 8, 8) + (chunk_size or 0)
+    assert bucket_rows(rows, chunk_size) == rows
+    if chunk_size is not None:
+        assert rows % chunk_size == 0
 
 
 def test_bucketed_equals_unbucketed(x64, blobs, covariance_type, monkeypatch):

@@ -46,6 +46,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from ..covariance import get_covariance_model
 from ..density import eval_rows
 from ..em import Status
+from ..interpreter import collector_paused
 from ..missing import fill_missing
 from ..rows import bucket_rows
 
@@ -104,7 +105,8 @@ def initial_resp(X: np.ndarray, sample_weight, n_components: int, method: str, r
     starts the same fit. NaN entries (missing values) are replaced by their column's weighted
     observed mean first, as :func:`gmmjax.fit` does. ``sample_weight`` (a gmmjax extension)
     weighs the k-means objective, the k-means++ draws and random_from_data's draw."""
-    from sklearn.cluster import KMeans, kmeans_plusplus
+    with collector_paused():        # a large import, on first use (gmmjax.interpreter)
+        from sklearn.cluster import KMeans, kmeans_plusplus
     n, k = X.shape[0], n_components
     if np.isnan(X).any():
         X = fill_missing(X, np.ones(n, X.dtype) if sample_weight is None else sample_weight)
@@ -332,7 +334,7 @@ class BaseMixtureEstimator(DensityMixin, BaseEstimator):
         n = X.shape[0]
         with x64_scope(dtype):
             x = np.asarray(X, dtype)
-            x = jax.device_put(np.concatenate([x, np.zeros((eval_rows(n) - n, x.shape[1]), dtype)]))
+            x = np.concatenate([x, np.zeros((eval_rows(n) - n, x.shape[1]), dtype)])
             log_resp, norm = self._log_resp_and_norm(x)
             k = len(self.weights_)      # the program's K may be padded (weight-0 columns)
             return (np.asarray(log_resp, dtype)[:n, :k], np.asarray(norm, dtype)[:n])

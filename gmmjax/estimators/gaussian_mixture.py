@@ -15,7 +15,7 @@ from sklearn.utils.validation import validate_data
 from ..covariance import COVARIANCE_TYPES, get_covariance_model
 from ..compile_cache import cached_jit
 from ..density import evaluate_rows
-from ..fit import fit, fit_chunk_size
+from ..fit import fit_chunk_size, fit_on_host
 from ..rows import auto_chunk_size
 from ..init import initialize
 from ..params import MixtureParams, from_precisions
@@ -219,19 +219,18 @@ class GaussianMixture(BaseMixtureEstimator):
         chunk = (self.chunk_size if self.chunk_size is not None
                  else fit_chunk_size(n, self.n_components, d))
         x, w = pad_rows(X, sample_weight, chunk)
-        x, w = jax.device_put(x), jax.device_put(w)     # (jnp.asarray compiles a copy)
         common = dict(covariance_type=self.covariance_type, max_iter=max_iter, tol=self.tol,
                       reg_covar=self.reg_covar, sample_weight=w, chunk_size=chunk,
                       missing=self.missing)
         if init is not None:
-            return fit(UNUSED_KEY, x, self.n_components, init=init, n_init=1,
+            return fit_on_host(UNUSED_KEY, x, self.n_components, init=init, n_init=1,
                        initial_lower_bound=prev_lower_bound, **common)
         given = (self._weights_init, self._means_init, self._precisions_init)
         if all(a is not None for a in given):
             # Fully specified: no draw (as scikit-learn), and every restart would be identical.
             full = from_precisions(*(jnp.asarray(a, x.dtype) for a in given),
                                    self.covariance_type)
-            return fit(UNUSED_KEY, x, self.n_components, init=full, n_init=1, **common)
+            return fit_on_host(UNUSED_KEY, x, self.n_components, init=full, n_init=1, **common)
         resp = initial_resp(X, sample_weight, self.n_components, self.init_params,
                             random_state, n_init)
         resp = np.pad(resp, [(0, 0), (0, x.shape[0] - n), (0, 0)])
@@ -240,7 +239,7 @@ class GaussianMixture(BaseMixtureEstimator):
             start = self._partly_given(x_init, w, resp, chunk)
         else:
             start = resp
-        return fit(UNUSED_KEY, x, self.n_components, init=start, n_init=n_init, **common)
+        return fit_on_host(UNUSED_KEY, x, self.n_components, init=start, n_init=n_init, **common)
 
     def _get_state(self):
         dtype = self._fitted_dtype()

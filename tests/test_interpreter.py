@@ -1,0 +1,70 @@
+"""gmmjax.interpreter: the cyclic collector paused during heavy imports, and the exit freeze
+(a full collection first, so unreachable cycles are still finalised; off with
+GMMJAX_FAST_EXIT=0)."""
+
+import gc
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from gmmjax import interpreter
+
+from _subprocess_env import jax_cpu_env
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_collector_paused_restores_the_previous_state(enabled):
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        with interpreter.collector_paused():
+            assert not gc.isenabled()
+        assert gc.isenabled() == enabled
+        with pytest.raises(RuntimeError):          # restored on an error too
+            with interpreter.collector_paused():
+                raise RuntimeError("boom")
+        assert gc.isenabled() == enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+@pytest.mark.parametrize("value, expected", [(None, True), ("1", True), ("0", False),
+                                             ("false", False), ("OFF", False)])
+def test_fast_exit_switch(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv(interpreter.FAST_EXIT_ENV, raising=False)
+    else:
+        monkeypatch.setenv(interpreter.FAST_EXIT_ENV, value)
+    assert interpreter.fast_exit_enabled() is expected
+
+
+SCRIPT = textwrap.dedent("""
+    import gc, sys
+    import gmmjax
+    from gmmjax import interpreter
+
+    class Cycle:
+        def __init__(self, path):
+            self.path, self.me = path, self      # a reference cycle: only gc frees it
+        def __del__(self):
+            with open(self.path, "w") as f:
+                f.write("finalised")
+
+    gc.disable()                                 # nothing collects it before exit
+    Cycle(sys.argv[1])
+    print(interpreter._installed)
+""")
+
+
+@pytest.mark.parametrize("fast_exit", ["1", "0"])
+def test_cycles_unreachable_at_exit_are_still_finalised(tmp_path, fast_exit):
+    marker = tmp_path / "marker.txt"
+    out = subprocess.run([sys.executable, "-c", SCRIPT, str(marker)], capture_output=True,
+                         text=True, timeout=300, env=jax_cpu_env(GMMJAX_FAST_EXIT=fast_exit))
+    assert out.returncode == 0, out.stderr
+    installed = out.stdout.strip()
+    assert installed == ("True" if fast_exit == "1" else "False")
+    if fast_exit == "1":     # collected at exit while the interpreter is intact (Python's own
+        assert marker.read_text() == "finalised"   # shutdown, collector off, may skip it)
