@@ -224,13 +224,14 @@ class GaussianMixture(BaseMixtureEstimator):
                       missing=self.missing)
         if init is not None:
             return fit_on_host(UNUSED_KEY, x, self.n_components, init=init, n_init=1,
-                       initial_lower_bound=prev_lower_bound, **common)
+                               initial_lower_bound=prev_lower_bound, **common)
         given = (self._weights_init, self._means_init, self._precisions_init)
         if all(a is not None for a in given):
             # Fully specified: no draw (as scikit-learn), and every restart would be identical.
             full = from_precisions(*(jnp.asarray(a, x.dtype) for a in given),
                                    self.covariance_type)
-            return fit_on_host(UNUSED_KEY, x, self.n_components, init=full, n_init=1, **common)
+            return fit_on_host(UNUSED_KEY, x, self.n_components, init=full, n_init=1,
+                               **common)
         resp = initial_resp(X, sample_weight, self.n_components, self.init_params,
                             random_state, n_init)
         resp = np.pad(resp, [(0, 0), (0, x.shape[0] - n), (0, 0)])
