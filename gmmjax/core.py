@@ -23,7 +23,7 @@ from .init import initial_stats
 from .params import MixtureParams
 from .validation import input_status, unit_mean_weights
 from .rows import LOCAL, Rows, weighted_mean
-from .stats import sufficient_statistics
+from .stats import shared_layout_statistics, sufficient_statistics
 
 
 def run_restart(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bound, *,
@@ -54,6 +54,8 @@ def run_restart(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_boun
     def e_step(p):
         if missing_buckets is not None:
             stats = missing.sufficient_statistics(p, x, w, zero, chunk_size, missing_buckets)
+        elif type_code is not None:
+            stats = shared_layout_statistics(p, x, w, zero, chunk_size, type_code)
         else:
             stats = sufficient_statistics(p, x, w, zero, chunk_size)
         return rows.sum(stats), p.means

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from .covariance import LOG_2PI, get_covariance_model
+from .covariance import LOG_2PI, TYPE_CODES, diagonal, eye, get_covariance_model
 from .params import MixtureParams
 
 
@@ -185,6 +185,24 @@ def sufficient_statistics(params: MixtureParams, x: jax.Array, w: jax.Array, shi
                           chunk_size: int | None = None) -> SuffStats:
     """Statistics of all rows, accumulated over chunks."""
     return chunked_sum(lambda xc, wc: chunk_stats(params, xc, wc, shift), x, w, chunk_size)
+
+
+def shared_layout_statistics(params: MixtureParams, x: jax.Array, w: jax.Array, shift: jax.Array,
+                             chunk_size: int | None, type_code) -> SuffStats:
+    """:func:`sufficient_statistics` of full-layout ``params`` whose covariance type is the
+    traced ``type_code`` (one program for every type, see :func:`gmmjax.fit`): the diagonal
+    types take the diagonal model's pass (K·D work per row instead of K·D²) and return its
+    scatter on a diagonal, the matrix types the full pass (``lax.cond``: only one runs)."""
+    d = x.shape[-1]
+
+    def diagonal_pass(p):
+        diag = MixtureParams(p.weights, p.means, diagonal(p.covariances),
+                             diagonal(p.precisions_cholesky), "diag")
+        stats = sufficient_statistics(diag, x, w, shift, chunk_size)
+        return stats._replace(scatter=stats.scatter[..., None] * eye(d, x.dtype))
+
+    return jax.lax.cond(type_code >= TYPE_CODES["diag"], diagonal_pass,
+                        lambda p: sufficient_statistics(p, x, w, shift, chunk_size), params)
 
 
 def resp_statistics(x: jax.Array, w: jax.Array, resp: jax.Array, centers: jax.Array,
