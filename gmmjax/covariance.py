@@ -435,7 +435,7 @@ class Diag(CovarianceModel):
         return a[..., :, None] * eye(n_features, a.dtype)
 
     def from_full_layout(self, a):
-        return a.diagonal(axis1=-2, axis2=-1)
+        return diagonal(a)
 
     def component_shape(self, n_features):
         return (n_features,)

@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from .covariance import LOG_2PI, TYPE_CODES, diagonal, eye, get_covariance_model
-from .params import MixtureParams
+from .covariance import LOG_2PI, TYPE_CODES, get_covariance_model
+from .params import MixtureParams, from_full_layout
 
 
 class SuffStats(NamedTuple):
@@ -193,13 +193,12 @@ def shared_layout_statistics(params: MixtureParams, x: jax.Array, w: jax.Array, 
     traced ``type_code`` (one program for every type, see :func:`gmmjax.fit`): the diagonal
     types take the diagonal model's pass (K·D work per row instead of K·D²) and return its
     scatter on a diagonal, the matrix types the full pass (``lax.cond``: only one runs)."""
-    d = x.shape[-1]
+    k, d = params.means.shape
 
     def diagonal_pass(p):
-        diag = MixtureParams(p.weights, p.means, diagonal(p.covariances),
-                             diagonal(p.precisions_cholesky), "diag")
-        stats = sufficient_statistics(diag, x, w, shift, chunk_size)
-        return stats._replace(scatter=stats.scatter[..., None] * eye(d, x.dtype))
+        stats = sufficient_statistics(from_full_layout(p, "diag"), x, w, shift, chunk_size)
+        scatter = get_covariance_model("diag").to_full_layout(stats.scatter, k, d)
+        return stats._replace(scatter=scatter)
 
     return jax.lax.cond(type_code >= TYPE_CODES["diag"], diagonal_pass,
                         lambda p: sufficient_statistics(p, x, w, shift, chunk_size), params)
