@@ -15,12 +15,24 @@ Times, each as its own jitted program on the same data (best of several calls, b
 Parts run on one chunk of rows (the chunk size ``fit`` picks) and are multiplied by the number
 of chunks. They are separate programs, so they do not add up exactly to ``em_step`` (fusion differs); they
 show which one dominates. Uses gmmjax internals (``gmmjax.stats``), read-only.
+
+``--kernels`` instead profiles the fit program itself (``jax.profiler.trace``) and lists the XLA
+kernels (fusions, GEMMs, library calls) that take the most time per EM iteration, with their
+counts: the fused program as it runs, which the separate parts above cannot show (e.g. a tiny
+batched GEMM that XLA:CPU lowers to a slow library kernel).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
 import sys
+import tempfile
 import time
 
 from .machine import reexec_with_fair_blas
@@ -36,7 +48,7 @@ import gmmjax
 from gmmjax.covariance import get_covariance_model
 from gmmjax.em import params_from_stats
 from gmmjax.rows import auto_chunk_size
-from gmmjax.stats import SuffStats, log_resp_and_norm, weighted_log_prob
+from gmmjax.stats import log_resp_and_norm, weighted_log_prob, weighted_resp_stats
 
 from .peers import make_data, make_init
 
@@ -95,9 +107,7 @@ def profile(n: int, d: int, k: int, cov: str, iters=(2, 6)) -> dict:
     resp = lse(wlp)
 
     def stats(xx, r, centers):
-        nk = jnp.sum(r, axis=0)
-        sx = jnp.matmul(r.T, xx, precision=HIGHEST) - nk[:, None] * centers
-        return SuffStats(nk, sx, model.scatter(xx, r, centers), jnp.zeros(()), jnp.sum(w))
+        return weighted_resp_stats(r.T, jnp.zeros((), xx.dtype), xx, w, centers, cov)
 
     scat = jax.jit(stats)
     out["scatter"] = n_chunks * best_of(scat, xs, resp, ps.means)
@@ -112,13 +122,64 @@ def profile(n: int, d: int, k: int, cov: str, iters=(2, 6)) -> dict:
     return out
 
 
+# Kernels appear in the trace under their HLO names (lowercase, [\w.-]); other events are the
+# runtime's and Python's (CamelCase, "$file:line", "end: ..."), control-flow containers whose time
+# includes their kernels, or host-side argument handling.
+_HLO_NAME = re.compile(r"[a-z][\w.\-]*")
+_NOT_KERNELS = ("while", "cond", "call", "conditional", "shard_args")
+
+
+def kernel_times(fn, calls: int = 3) -> list[tuple[str, float, float]]:
+    """Run ``fn`` (returns JAX arrays) ``calls`` times under ``jax.profiler.trace`` after a warm-up;
+    -> (kernel name, seconds per call, executions per call) of every XLA kernel, slowest first."""
+    jax.block_until_ready(fn())
+    with tempfile.TemporaryDirectory() as tmp:
+        with jax.profiler.trace(tmp):
+            for _ in range(calls):
+                jax.block_until_ready(fn())
+        paths = glob.glob(os.path.join(tmp, "**", "*.trace.json.gz"), recursive=True)
+        if not paths:
+            raise RuntimeError("jax.profiler wrote no trace (is the profiler plugin available?)")
+        with gzip.open(paths[0]) as f:
+            events = json.load(f)["traceEvents"]
+    total, count = collections.Counter(), collections.Counter()
+    for e in events:
+        name = e.get("name", "")
+        if (e.get("ph") != "X" or not _HLO_NAME.fullmatch(name)
+                or name.split(".")[0] in _NOT_KERNELS):
+            continue
+        total[name] += e.get("dur", 0) * 1e-6
+        count[name] += 1
+    return [(name, t / calls, count[name] / calls) for name, t in total.most_common()]
+
+
+def kernel_profile(n: int, d: int, k: int, cov: str, n_iter: int = 10, top: int = 15) -> list:
+    """:func:`kernel_times` of ``gmmjax.fit`` (``n_iter`` EM iterations from a fixed start) on
+    the suite's data; -> the ``top`` kernels as (name, seconds per EM iteration, executions per
+    EM iteration)."""
+    x_np = make_data(n, d, k)
+    params = make_init(x_np, k, cov).mixture_params()
+    x = jnp.asarray(x_np)
+    key = jax.random.key(0)
+    rows = kernel_times(lambda: gmmjax.fit(key, x, k, covariance_type=cov, init=params,
+                                           max_iter=n_iter, tol=0.0).params)
+    return [(name, t / n_iter, c / n_iter) for name, t, c in rows[:top]]
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.profile_em")
     ap.add_argument("n", type=int)
     ap.add_argument("d", type=int)
     ap.add_argument("k", type=int)
     ap.add_argument("cov", nargs="?", default="full")
+    ap.add_argument("--kernels", action="store_true",
+                    help="the fit program's slowest XLA kernels per EM iteration (jax.profiler)")
     a = ap.parse_args(argv)
+    if a.kernels:
+        print(f"{'kernel':40s} {'ms/iter':>9s} {'runs/iter':>9s}")
+        for name, t, c in kernel_profile(a.n, a.d, a.k, a.cov):
+            print(f"{name[:40]:40s} {t * 1e3:9.3f} {c:9.1f}")
+        return
     res = profile(a.n, a.d, a.k, a.cov)
     for key, v in res.items():
         timed = isinstance(v, float) and key != "parts x chunks"

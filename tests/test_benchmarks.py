@@ -240,3 +240,25 @@ def test_compile_cost_reports_one_fit_program(tmp_path):
     assert line.startswith("fit program N=300 D=2 K=2 diag n_init=2: ")
     assert int(line.split(": ")[1].split(" kernels")[0]) > 0
     assert "XLA" in line and line.endswith(" ms")
+
+
+def test_profile_em_parts_and_kernels():
+    """``benchmarks.profile_em``: the parts of one EM iteration are measured, and
+    ``--kernels`` lists the fit program's XLA kernels (HLO names, not host events or
+    containers) with positive time and about one run per chunk per EM iteration."""
+    import re
+
+    from benchmarks import profile_em
+    parts = profile_em.profile(600, 2, 2, "full")
+    assert np.isfinite(parts["fit/iter"])      # a slope of two timings: may be ~0 at this size
+    for key in ("em_step", "mahalanobis", "logsumexp+exp", "scatter", "m_step params"):
+        assert np.isfinite(parts[key]) and parts[key] > 0, key
+    rows = profile_em.kernel_profile(600, 2, 2, "full", n_iter=4, top=50)
+    assert rows and all(t > 0 and c > 0 for _, t, c in rows)
+    names = [name for name, _, _ in rows]
+    assert all(re.fullmatch(r"[a-z][\w.\-]*", n) for n in names), names
+    assert not any(n.split(".")[0] in ("while", "cond", "shard_args") for n in names), names
+    assert any("fusion" in n for n in names)
+    # the statistics pass of a one-chunk fit: its kernels run once per EM iteration (plus the
+    # start's pass), never more than a few times
+    assert max(c for _, _, c in rows) <= 3
