@@ -74,6 +74,12 @@ def _inverse_of_upper(u: jax.Array) -> jax.Array:
 SMALL_D = 8   # below this, building the operand as (K, D, N) (rows minor) vectorises better
 
 
+def centred_rows_minor(x: jax.Array, centers: jax.Array) -> jax.Array:
+    """(K, D, N) x − c_k for rows ``x`` (N, D) and centres (K, D), rows minor: the centred operand
+    of the tiny-D kernels and the diagonal models (no cancellation on offset data)."""
+    return x.T[None] - centers[:, :, None]
+
+
 def _root_weighted_centred(x: jax.Array, resp_t: jax.Array, centers: jax.Array) -> jax.Array:
     """a = √r·(x − c) per component, (K, D, N), so Σ_n r (x − c)(x − c)ᵀ = a aᵀ batched over K
     (``resp_t``: the responsibilities as (K, N)).
@@ -84,7 +90,7 @@ def _root_weighted_centred(x: jax.Array, resp_t: jax.Array, centers: jax.Array) 
     """
     root = jnp.sqrt(resp_t)
     if x.shape[-1] < SMALL_D:
-        return root[:, None, :] * (x.T[None] - centers[:, :, None])
+        return root[:, None, :] * centred_rows_minor(x, centers)
     return jnp.swapaxes(root[:, :, None] * (x[None] - centers[:, None]), 1, 2)
 
 
@@ -103,7 +109,7 @@ UNROLLED_DISTANCES_D = 2
 def _unrolled_scatter(x: jax.Array, resp_t: jax.Array, centers: jax.Array) -> jax.Array:
     """Σ_n r (x − c)(x − c)ᵀ per component, (K, D, D), entry by entry (for tiny D): each unique
     entry one reduction along rows of r·(x_m − c_m)·(x_o − c_o) (centred: nothing cancels)."""
-    diff = x.T[None] - centers[:, :, None]                       # (K, D, N)
+    diff = centred_rows_minor(x, centers)
     d = diff.shape[1]
     entry = {(m, o): jnp.sum(resp_t * diff[:, m] * diff[:, o], axis=-1)
              for m in range(d) for o in range(m, d)}
@@ -242,7 +248,7 @@ class Full(CovarianceModel):
         # One (K·D, D) x (D, N) GEMM for all components, minus the (K, D) means term; rows are
         # the minor axis so the square-and-sum over D vectorises even for tiny D.
         if x.shape[-1] <= UNROLLED_DISTANCES_D:      # centred rows times U, entry by entry
-            diff = x.T[None] - means[:, :, None]                                  # (K, D, N)
+            diff = centred_rows_minor(x, means)
             y = sum(diff[:, e, None, :] * prec_chol[:, e, :, None] for e in range(x.shape[-1]))
             return jnp.sum(y * y, axis=1)
         y = jnp.einsum("ne,ked->kdn", x, prec_chol, precision=HIGHEST)
@@ -370,7 +376,7 @@ class Tied(Full):
 def _squared_offsets(x: jax.Array, centers: jax.Array) -> jax.Array:
     """(K, D, N) (x_n − c_k)² per feature, rows minor: the diagonal models' E- and M-step
     operand."""
-    diff = x.T[None] - centers[:, :, None]
+    diff = centred_rows_minor(x, centers)
     return diff * diff
 
 

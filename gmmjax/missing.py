@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .covariance import LOG_2PI, array_namespace, get_covariance_model
+from .covariance import LOG_2PI, array_namespace, centred_rows_minor, get_covariance_model
 from .params import MixtureParams
 from .rows import LOCAL, Rows
 from .stats import SuffStats, chunked_map, chunked_sum, log_resp_and_norm
@@ -162,7 +162,7 @@ class _MatrixPath:
         k, d = means.shape
         u = model.per_component(params.precisions_cholesky, k)                # (K, D, D)
         obs_t = obs.T                                                        # (D, C)
-        e = jnp.where(obs_t[None], x.T[None] - means[:, :, None], 0.0)       # (K, D, C)
+        e = jnp.where(obs_t[None], centred_rows_minor(x, means), 0.0)        # (K, D, C)
         log_det = model.log_det(params.precisions_cholesky, d)[:, None]       # (K, 1)
         resid, half_logdet_pmm, cond = e, 0.0, None
         if n_slots:
@@ -240,7 +240,7 @@ class _DiagonalPath:
         k, d = means.shape
         p = _DiagonalPath._precisions(params, k, d)
         obs_t = obs.T.astype(x.dtype)
-        e = jnp.where(obs.T[None], x.T[None] - means[:, :, None], 0.0)       # (K, D, C)
+        e = jnp.where(obs.T[None], centred_rows_minor(x, means), 0.0)        # (K, D, C)
         maha = jnp.sum(e * e * p[:, :, None], axis=1)
         half_logdet = 0.5 * jnp.matmul(jnp.log(p), obs_t, precision=HIGHEST)
         n_obs = jnp.sum(obs_t, axis=0)

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from .covariance import LOG_2PI, TYPE_CODES, UNROLLED_SCATTER_D, get_covariance_model
+from .covariance import (LOG_2PI, TYPE_CODES, UNROLLED_SCATTER_D, centred_rows_minor,
+                         get_covariance_model)
 from .params import MixtureParams, from_full_layout
 
 
@@ -113,7 +114,7 @@ def first_moment(x: jax.Array, resp_t: jax.Array, centers: jax.Array, nk: jax.Ar
     such GEMMs run far below memory speed on CPU (under vmap: 1,000 batched (2×400)·(400×2)
     products took ~1.6 ms); there each entry is a fused row reduction of r·(x − c)."""
     if x.shape[-1] <= UNROLLED_SCATTER_D:
-        diff = x.T[None] - centers[:, :, None]                               # (K, D, C)
+        diff = centred_rows_minor(x, centers)                                # (K, D, C)
         return jnp.stack([jnp.sum(resp_t * diff[:, e], axis=-1) for e in range(x.shape[-1])],
                          axis=-1)
     return jnp.matmul(resp_t, x, precision=jax.lax.Precision.HIGHEST) - nk[:, None] * centers
