@@ -35,7 +35,7 @@ from .init import INIT_METHODS, initial_responsibilities, resp_stats
 from .params import MixtureParams
 from .rows import auto_chunk_size, bucket_rows, pad_resp, pad_to
 from .stats import (SuffStats, chunked_map, chunked_sum, component_log_prob_rows_minor,
-                    log_resp_and_norm, rows_minor_stats)
+                    log_resp_and_norm, rows_minor_operand, rows_minor_stats)
 from .validation import (HostCentring, as_operand, check_data, check_em_options,
                          check_init_resp, check_n_samples, check_sample_weight, is_traced,
                          warn_if_narrowed)
@@ -326,7 +326,8 @@ def variational_step(post: BayesianParams, x: jax.Array, w: jax.Array, priors: B
         rlogr = jnp.where(jnp.isfinite(log_resp_t), jnp.exp(log_resp_t) * log_resp_t, 0.0)
         return stats, jnp.sum(jnp.where(wc > 0, wc * jnp.sum(rlogr, axis=0), 0.0))
 
-    stats, neg_entropy = chunked_sum(chunk, x, w, chunk_size)
+    stats, neg_entropy = chunked_sum(chunk, x, w, chunk_size, x_chunks_t=rows_minor_operand(
+        post.covariance_type, x, chunk_size))
     new, ok = posterior_from_stats(stats, post.means, priors, post.covariance_type,
                                    post.weight_concentration_prior_type, reg_covar)
     return new, elbo(new, neg_entropy), ok

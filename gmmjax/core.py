@@ -23,7 +23,7 @@ from .init import initial_stats
 from .params import MixtureParams
 from .validation import input_status, unit_mean_weights
 from .rows import LOCAL, Rows, weighted_mean
-from .stats import shared_layout_statistics, sufficient_statistics
+from .stats import rows_minor_operand, shared_layout_statistics, sufficient_statistics
 
 
 def run_restart(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_bound, *,
@@ -51,13 +51,18 @@ def run_restart(key, x, w, init_params, noise, n_live, tol, reg_covar, prev_boun
                                        type_code=type_code)
         return params, stats.loglik / stats.weight, ok
 
+    # rows-minor chunks, if the statistics pass reads them (built here: once per restart, not
+    # once per EM iteration); the shared program's diagonal pass is the one that reads them
+    x_chunks_t = None if missing_buckets is not None else rows_minor_operand(
+        "diag" if type_code is not None else covariance_type, x, chunk_size)
+
     def e_step(p):
         if missing_buckets is not None:
             stats = missing.sufficient_statistics(p, x, w, zero, chunk_size, missing_buckets)
         elif type_code is not None:
-            stats = shared_layout_statistics(p, x, w, zero, chunk_size, type_code)
+            stats = shared_layout_statistics(p, x, w, zero, chunk_size, type_code, x_chunks_t)
         else:
-            stats = sufficient_statistics(p, x, w, zero, chunk_size)
+            stats = sufficient_statistics(p, x, w, zero, chunk_size, x_chunks_t)
         return rows.sum(stats), p.means
 
     return run_em(m_step, e_step, payload, max_iter, tol, x.dtype, prev_bound, capacity,

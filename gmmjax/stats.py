@@ -157,11 +157,33 @@ def pad_rows(x: jax.Array, w: jax.Array, multiple: int) -> tuple[jax.Array, jax.
             jnp.concatenate([w, jnp.zeros((extra,), w.dtype)]))
 
 
-def chunked_sum(fn: Callable, x: jax.Array, w: jax.Array, chunk_size: int | None, *rows):
+def transposed_chunks(x: jax.Array, chunk_size: int) -> jax.Array:
+    """(n_chunks, D, chunk_size): rows ``x`` (N, D) padded with zero rows to whole chunks, each
+    chunk transposed (rows minor). The operand of chunk kernels that read x rows minor (see
+    :meth:`~gmmjax.covariance.CovarianceModel.rows_minor_chunks`); the EM core builds it once
+    per restart, outside its loop."""
+    xp = pad_rows(x, jnp.zeros(x.shape[:1], x.dtype), chunk_size)[0]
+    return jnp.swapaxes(xp.reshape((-1, chunk_size) + x.shape[1:]), 1, 2)
+
+
+def rows_minor_operand(covariance_type: str, x: jax.Array, chunk_size: int | None
+                       ) -> jax.Array | None:
+    """:func:`transposed_chunks` of x when it is processed in chunks and ``covariance_type``'s
+    chunk kernels read it rows minor; else None (chunks are sliced from x as it is)."""
+    if (chunk_size is None or chunk_size >= x.shape[0]
+            or not get_covariance_model(covariance_type).rows_minor_chunks(x.shape[-1])):
+        return None
+    return transposed_chunks(x, chunk_size)
+
+
+def chunked_sum(fn: Callable, x: jax.Array, w: jax.Array, chunk_size: int | None, *rows,
+                x_chunks_t: jax.Array | None = None):
     """Σ over row chunks of ``fn(x_chunk, w_chunk, *row_chunks)`` (a pytree of sums).
 
     ``rows`` are extra arrays with N leading rows (e.g. responsibilities) chunked alongside.
-    With ``chunk_size`` None or ≥ N, a single call.
+    With ``chunk_size`` None or ≥ N, a single call. ``x_chunks_t``: x as
+    :func:`transposed_chunks`; the chunks are read from it and handed to ``fn`` as their
+    transposes (C, D), which XLA folds into rows-minor kernels (no strided reads of x).
     """
     n = x.shape[0]
     if chunk_size is None or chunk_size >= n:
@@ -173,13 +195,17 @@ def chunked_sum(fn: Callable, x: jax.Array, w: jax.Array, chunk_size: int | None
     def split(a):
         return a.reshape((n_chunks, chunk_size) + a.shape[1:])
 
-    xs, ws, rs = split(x), split(w), tuple(split(r) for r in rows)
-    shapes = jax.eval_shape(fn, xs[0], ws[0], *(r[0] for r in rs))
+    if x_chunks_t is None:
+        xs, rows_of = split(x), (lambda c: c)
+    else:
+        xs, rows_of = x_chunks_t, (lambda c: c.T)
+    ws, rs = split(w), tuple(split(r) for r in rows)
+    shapes = jax.eval_shape(fn, rows_of(xs[0]), ws[0], *(r[0] for r in rs))
     zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def body(acc, chunk):
         xc, wc, *rc = chunk
-        return jax.tree_util.tree_map(jnp.add, acc, fn(xc, wc, *rc)), None
+        return jax.tree_util.tree_map(jnp.add, acc, fn(rows_of(xc), wc, *rc)), None
 
     total, _ = jax.lax.scan(body, zeros, (xs, ws) + rs)
     return total
@@ -196,21 +222,29 @@ def chunked_map(fn: Callable, x: jax.Array, chunk_size: int | None) -> jax.Array
 
 
 def sufficient_statistics(params: MixtureParams, x: jax.Array, w: jax.Array, shift: jax.Array,
-                          chunk_size: int | None = None) -> SuffStats:
-    """Statistics of all rows, accumulated over chunks."""
-    return chunked_sum(lambda xc, wc: chunk_stats(params, xc, wc, shift), x, w, chunk_size)
+                          chunk_size: int | None = None, x_chunks_t: jax.Array | None = None
+                          ) -> SuffStats:
+    """Statistics of all rows, accumulated over chunks. ``x_chunks_t``: the
+    :func:`rows_minor_operand` of x for this type, if the caller built it (else built here)."""
+    if x_chunks_t is None:
+        x_chunks_t = rows_minor_operand(params.covariance_type, x, chunk_size)
+    return chunked_sum(lambda xc, wc: chunk_stats(params, xc, wc, shift), x, w, chunk_size,
+                       x_chunks_t=x_chunks_t)
 
 
 def shared_layout_statistics(params: MixtureParams, x: jax.Array, w: jax.Array, shift: jax.Array,
-                             chunk_size: int | None, type_code) -> SuffStats:
+                             chunk_size: int | None, type_code, x_chunks_t: jax.Array | None = None
+                             ) -> SuffStats:
     """:func:`sufficient_statistics` of full-layout ``params`` whose covariance type is the
     traced ``type_code`` (one program for every type, see :func:`gmmjax.fit`): the diagonal
     types take the diagonal model's pass (K·D work per row instead of K·D²) and return its
-    scatter on a diagonal, the matrix types the full pass (``lax.cond``: only one runs)."""
+    scatter on a diagonal, the matrix types the full pass (``lax.cond``: only one runs).
+    ``x_chunks_t``: the diagonal pass's :func:`rows_minor_operand`, if built by the caller."""
     k, d = params.means.shape
 
     def diagonal_pass(p):
-        stats = sufficient_statistics(from_full_layout(p, "diag"), x, w, shift, chunk_size)
+        stats = sufficient_statistics(from_full_layout(p, "diag"), x, w, shift, chunk_size,
+                                      x_chunks_t)
         scatter = get_covariance_model("diag").to_full_layout(stats.scatter, k, d)
         return stats._replace(scatter=scatter)
 

@@ -143,6 +143,63 @@ def test_first_moment_matches_numpy_on_offset_data(d, dtype, rtol):
     np.testing.assert_allclose(batched, want, rtol=rtol, atol=rtol * scale)
 
 
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+@pytest.mark.parametrize("d", [1, 5])
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_rows_minor_chunks_match_numpy(covariance_type, d, dtype, rtol):
+    """The diagonal models' statistics pass reads transposed chunks (stats.transposed_chunks):
+    chunked (N not a multiple of the chunk, zero-weight rows), with the operand built by the
+    caller or inside, and the shared-layout diagonal pass, all equal a float64 NumPy pass."""
+    from gmmjax.params import from_covariances, to_full_layout
+    from gmmjax.stats import (rows_minor_operand, shared_layout_statistics,
+                              sufficient_statistics, transposed_chunks)
+    from gmmjax.covariance import TYPE_CODES
+    rng = np.random.default_rng(30 + d)
+    n, k, chunk = 333, 4, 64
+    x = rng.standard_normal((n, d)) * rng.uniform(0.5, 2.0, d)
+    w = rng.uniform(0.5, 2.0, n) * (rng.random(n) > 0.1)
+    means = x[:k] + 0.1
+    var = rng.uniform(0.5, 2.0, (k, d) if covariance_type == "diag" else (k,))
+    weights = np.full(k, 1.0 / k)
+    x, w, means, var = (a.astype(dtype).astype(np.float64) for a in (x, w, means, var))
+    full_var = var if covariance_type == "diag" else var[:, None] * np.ones(d)
+    diff = x[None] - means[:, None]                                          # (K, N, D)
+    wlp = (np.log(weights)[:, None] - 0.5 * (d * np.log(2 * np.pi) + np.log(full_var).sum(1))[
+        :, None] - 0.5 * np.einsum("knd,kd->kn", diff ** 2, 1 / full_var))
+    top = wlp.max(0)
+    norm = top + np.log(np.exp(wlp - top).sum(0))
+    resp = np.exp(wlp - norm) * w                                             # (K, N)
+    scatter = np.einsum("kn,knd->kd", resp, diff ** 2)
+    want = {"nk": resp.sum(1), "sx": np.einsum("kn,knd->kd", resp, diff),
+            "scatter": scatter if covariance_type == "diag" else scatter.mean(1),
+            "loglik": np.sum(w * norm), "weight": w.sum()}
+    with jax.enable_x64(dtype == np.float64):
+        xj, wj = jnp.asarray(x, dtype), jnp.asarray(w, dtype)
+        params = from_covariances(jnp.asarray(weights, dtype),
+                                  jnp.asarray(means, dtype),
+                                  jnp.asarray(var, dtype), covariance_type)
+        zero = jnp.zeros(d, dtype)
+        operand = rows_minor_operand(covariance_type, xj, chunk)
+        assert operand.shape == (6, d, chunk)
+        np.testing.assert_array_equal(np.asarray(operand)[1], x[chunk:2 * chunk].T.astype(dtype))
+        assert rows_minor_operand(covariance_type, xj, None) is None
+        assert rows_minor_operand("full", xj, chunk) is None
+        passes = {"inside": sufficient_statistics(params, xj, wj, zero, chunk),
+                  "given": sufficient_statistics(params, xj, wj, zero, chunk,
+                                                 transposed_chunks(xj, chunk)),
+                  "whole": sufficient_statistics(params, xj, wj, zero, None)}
+        shared = jax.jit(lambda p: shared_layout_statistics(
+            p, xj, wj, zero, chunk, TYPE_CODES[covariance_type]))(to_full_layout(params))
+    for name, got in passes.items():
+        for field, value in want.items():
+            got_value = np.asarray(getattr(got, field))
+            assert got_value.dtype == dtype
+            np.testing.assert_allclose(got_value, value, rtol=rtol, atol=rtol * np.max(
+                np.abs(value)), err_msg=f"{name} {field}")
+    np.testing.assert_allclose(np.diagonal(np.asarray(shared.scatter), axis1=1, axis2=2),
+                               scatter, rtol=rtol, atol=rtol * np.max(scatter))
+
+
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 @pytest.mark.parametrize("d", [1, 2, 3])
 @pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-11), (np.float32, 1e-4)])
