@@ -51,10 +51,11 @@ def component_bucket(n_rows: int, n_components: int, n_features: int, batched: b
     """(components the compiled program holds, whether it masks by a live count) for a
     K-component fit: for tiny problems max(16, bucket) (not ``batched``: under vmap the work is
     multiplied by a batch size unknown here); when the padded problem is small, K rounded up to
-    the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (2^j and 3·2^j: at most 1/3 of the components
-    masked); else K exactly and no mask."""
+    the next of 1, 2, 4, 6, 8, 12, 16, 24, ... (2^j, and 3·2^j for j ≥ 1: a bucket is less than
+    1.5 K; with no bucket 3, K = 3 runs with 4 components, one program fewer in every sweep that
+    crosses it); else K exactly and no mask."""
     power = 1 << (n_components - 1).bit_length()
-    padded = 3 * power // 4 if 3 * power // 4 >= n_components else power
+    padded = 3 * power // 4 if power >= 8 and 3 * power // 4 >= n_components else power
     tiny = max(padded, TINY_COMPONENTS)
     if not batched and n_rows * tiny * n_features <= TINY_ELEMENTS:
         return tiny, True

@@ -23,9 +23,10 @@ def test_component_bucket_rule():
     # tiny (rows·16·D ≤ 2^17): every K ≤ 16 in the 16-component program, larger K on the ladder
     assert {component_bucket(100, k, 2) for k in range(1, 17)} == {(16, True)}
     assert [component_bucket(100, k, 2)[0] for k in (17, 24, 25, 33)] == [24, 24, 32, 48]
-    # small (rows·K_bucket·D ≤ 2^20): the ladder 1, 2, 3, 4, 6, 8, 12, 16
-    assert [component_bucket(5000, k, 2)[0] for k in range(1, 14)] == [1, 2, 3, 4, 6, 6, 8, 8,
-                                                                       12, 12, 12, 12, 16]
+    # small (rows·K_bucket·D ≤ 2^20): the ladder 1, 2, 4, 6, 8, 12, 16, 24 (2^j, 3·2^j for j ≥ 1)
+    assert [component_bucket(5000, k, 2)[0] for k in range(1, 18)] == [1, 2, 4, 4, 6, 6, 8, 8,
+                                                                       12, 12, 12, 12, 16, 16,
+                                                                       16, 16, 24]
     assert component_bucket(10 ** 6, 5, 16) == (5, False)    # large: compile time is noise
 
 
@@ -76,11 +77,11 @@ def test_given_params_are_padded(x64, blobs, covariance_type, monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("n_rows, programs", [(120, 1), (2000, 7)])
+@pytest.mark.parametrize("n_rows, programs", [(120, 1), (4000, 6)])
 def test_k_sweep_compiles_one_program_per_bucket(n_rows, programs):
     """A BIC loop over K = 1..10 (what a user writes with the estimator) compiles one program
-    when tiny (K ≤ 16 share the 16-component program) and at most the 7 buckets 1, 2, 3, 4, 6,
-    8, 12 when small, not 10; every K comes back with K components."""
+    when tiny (K ≤ 16 share the 16-component program) and at most the 6 buckets 1, 2, 4, 6, 8,
+    12 when small, not 10; every K comes back with K components."""
     X = np.random.default_rng(n_rows).normal(size=(n_rows, 3)).astype(np.float32)
     before = _fit_program._cache_size()
     for k in range(1, 11):
