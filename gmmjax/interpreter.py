@@ -7,7 +7,8 @@ down (a script that only imports JAX and scikit-learn spends ~0.5 s exiting, ~0.
 them). Two measures, both only about *when* the collector runs, never about what is freed:
 
 - :func:`collector_paused`: gmmjax's heavy imports run with the collector paused (restored
-  afterwards, and only if it was on), and their objects then move to the oldest generation
+  afterwards, and only if it was on), and, when the body imported anything, their objects
+  then move to the oldest generation
   (``gc.freeze(); gc.unfreeze()``, a list splice), so neither the import nor the young
   collections after it walk them: they are examined at the next full collection, which still
   frees any cycle among them (``from gmmjax import GaussianMixture`` plus a grid search's fits,
@@ -26,6 +27,7 @@ import atexit
 import contextlib
 import gc
 import os
+import sys
 
 FAST_EXIT_ENV = "GMMJAX_FAST_EXIT"
 _installed = False
@@ -33,18 +35,21 @@ _installed = False
 
 @contextlib.contextmanager
 def collector_paused():
-    """Pause the cyclic collector for the body (e.g. a large import); restore its state after,
-    with every object then tracked moved to the oldest generation (not frozen)."""
+    """Pause the cyclic collector for the body (e.g. a large import); restore its state after.
+    If the body imported a module, every object then tracked moves to the oldest generation
+    (not frozen)."""
     was_enabled = gc.isenabled()
+    modules = len(sys.modules)
     gc.disable()
     try:
         yield
     finally:
-        # the body's objects (modules, functions, types: long-lived) go straight to the oldest
-        # generation, so the young collections after it do not walk them; any cycle among
-        # them is still freed by the next full collection
-        gc.freeze()
-        gc.unfreeze()
+        # when the body imported something, its objects (modules, functions, types: long-lived)
+        # go straight to the oldest generation, so the young collections after it do not walk
+        # them; any cycle among them is still freed by the next full collection
+        if len(sys.modules) > modules:
+            gc.freeze()
+            gc.unfreeze()
         if was_enabled:
             gc.enable()
 
