@@ -169,3 +169,37 @@ def test_bad_inputs(kwargs, match):
         select_model(jax.random.key(0), BLOBS, **kwargs)
     with pytest.raises(ValueError, match="2-D"):
         select_model(jax.random.key(0), BLOBS[:, 0])
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_bic_aic_host_sums_match_traced_and_numpy(dtype, rtol, caplog):
+    """Concrete inputs: bic/aic sum the log densities in NumPy (no eager XLA program per
+    shape; only the evaluation program compiles); under jit the same values in jax.numpy; both
+    equal −2 Σ w log p + penalty computed from scikit-learn's score_samples."""
+    import logging
+    with jax.enable_x64(dtype == np.float64):
+        x = BLOBS.astype(dtype)
+        params = gmmjax.fit(jax.random.key(1), x, 3, covariance_type="diag", max_iter=20).params
+        w = np.random.default_rng(3).uniform(0.5, 2.0, x.shape[0]).astype(dtype)
+        sk = SkGaussianMixture(3, covariance_type="diag")
+        sk.weights_, sk.means_ = np.asarray(params.weights, float), np.asarray(params.means, float)
+        sk.covariances_ = np.asarray(params.covariances, float)
+        sk.precisions_cholesky_ = 1 / np.sqrt(sk.covariances_)
+        ll = sk.score_samples(x.astype(float))
+        p = gmmjax.n_parameters(params)
+        want = {"bic": -2 * ll.sum() + p * np.log(x.shape[0]), "aic": -2 * ll.sum() + 2 * p,
+                "bic_w": -2 * (w * ll).sum() + p * np.log(w.sum())}
+        new_rows = x[:217]                                   # a row count not seen before
+        with caplog.at_level(logging.WARNING), jax.log_compiles(True):
+            got = {"bic": gmmjax.bic(params, x), "aic": gmmjax.aic(params, x),
+                   "bic_w": gmmjax.bic(params, x, w)}
+            gmmjax.bic(params, new_rows)
+        compiled = [r.getMessage().split()[1] for r in caplog.records
+                    if r.getMessage().startswith("Compiling ")]
+        assert set(compiled) <= {"jit(evaluate)", "jit(stage)"}, compiled
+        traced = {"bic": jax.jit(gmmjax.bic)(params, x), "aic": jax.jit(gmmjax.aic)(params, x),
+                  "bic_w": jax.jit(gmmjax.bic)(params, x, w)}
+    for name, value in want.items():
+        assert isinstance(got[name], jax.Array) and got[name].dtype == dtype
+        np.testing.assert_allclose(float(got[name]), value, rtol=rtol, err_msg=name)
+        np.testing.assert_allclose(float(traced[name]), value, rtol=rtol, err_msg=name)
