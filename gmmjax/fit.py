@@ -201,9 +201,12 @@ def fit_on_host(key: jax.Array, X, n_components: int, *, covariance_type: str = 
                            sample_weight=sample_weight, chunk_size=chunk_size,
                            initial_lower_bound=initial_lower_bound)
     centring = HostCentring(X)           # float64 host data: centred before float32
-    x = _missing.check_data_missing(centring.data) if marginalize else check_data(centring.data)
+    # NumPy rows stay on the host until the program takes them (padded with NumPy: no eager
+    # XLA programs for a new data shape)
+    x = (_missing.check_data_missing(centring.data) if marginalize
+         else check_data(centring.data, host=True))
     n, d = x.shape
-    w = check_sample_weight(sample_weight, n, x.dtype)
+    w = check_sample_weight(sample_weight, n, x.dtype, host=isinstance(x, np.ndarray))
     buckets = _missing.fit_buckets(x) if marginalize else None
     check_n_samples(w if buckets is None else _missing.informative_weight(x, w), n_components)
     warn_if_narrowed(X, "fit")           # valid input, computed in float32

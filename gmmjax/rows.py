@@ -95,10 +95,14 @@ def auto_chunk_size(n: int, n_components: int, n_features: int) -> int | None:
 
 
 def pad_to(x: jax.Array, w: jax.Array, n_rows: int) -> tuple[jax.Array, jax.Array]:
-    """Append zero rows of zero weight up to ``n_rows`` rows."""
+    """Append zero rows of zero weight up to ``n_rows`` rows: with NumPy when both are NumPy
+    arrays (host rows: no eager XLA program per shape), else with jax.numpy."""
     n = x.shape[0]
     if n_rows == n:
         return x, w
+    if isinstance(x, np.ndarray) and isinstance(w, np.ndarray):
+        return (np.concatenate([x, np.zeros((n_rows - n,) + x.shape[1:], x.dtype)]),
+                np.concatenate([w, np.zeros((n_rows - n,), w.dtype)]))
     return (jnp.concatenate([x, jnp.zeros((n_rows - n,) + x.shape[1:], x.dtype)]),
             jnp.concatenate([w, jnp.zeros((n_rows - n,), w.dtype)]))
 

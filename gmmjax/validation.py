@@ -66,8 +66,10 @@ def check_nonnegative(value, name: str):
     return value
 
 
-def check_data(x, name: str = "X", min_samples: int = 1) -> jax.Array:
-    """X must be 2-D (n_samples, n_features), numeric, finite, with ≥ ``min_samples`` rows."""
+def check_data(x, name: str = "X", min_samples: int = 1, host: bool = False) -> jax.Array:
+    """X must be 2-D (n_samples, n_features), numeric, finite, with ≥ ``min_samples`` rows.
+    ``host``: NumPy input comes back as a NumPy array of the computation dtype (the caller pads
+    it on the host: no eager XLA program per shape), other input as a jax.Array."""
     if hasattr(x, "tocsr") or type(x).__module__.startswith("scipy.sparse"):
         raise TypeError(f"Sparse data was passed for {name}, but dense data is required; "
                         "convert it with .toarray().")
@@ -92,7 +94,8 @@ def check_data(x, name: str = "X", min_samples: int = 1) -> jax.Array:
     # per-shape XLA compile of isfinite/all for a check.
     bad = not is_traced(x) and not bool(np.all(np.isfinite(arr)))
     kind = "NaN" if bad and bool(np.any(np.isnan(arr))) else "infinity"
-    x = jnp.asarray(x, dtype)
+    x = (np.asarray(x, dtype) if host and isinstance(x, np.ndarray) and not bad
+         else jnp.asarray(x, dtype))
     if bad:
         hint = (" gmmjax.fit, log_prob, predict(_proba), impute and GaussianMixture take "
                 "missing='marginalize' for NaN entries; fit_stream, the sharded fit, fit_many, "
@@ -103,14 +106,17 @@ def check_data(x, name: str = "X", min_samples: int = 1) -> jax.Array:
     return x
 
 
-def check_sample_weight(sample_weight, n_samples: int, dtype) -> jax.Array:
-    """(N,) non-negative finite weights with a positive total; None means ones."""
+def check_sample_weight(sample_weight, n_samples: int, dtype, host: bool = False) -> jax.Array:
+    """(N,) non-negative finite weights with a positive total; None means ones. ``host``:
+    weights that are not traced (and the ones) come back as NumPy arrays (converted on the
+    host: no eager XLA program per shape)."""
+    on_host = host and not is_traced(sample_weight) and not isinstance(sample_weight, jax.Array)
     if sample_weight is None:
-        return jnp.ones((n_samples,), dtype)
+        return np.ones((n_samples,), dtype) if on_host else jnp.ones((n_samples,), dtype)
     if np.shape(sample_weight) != (n_samples,):
         raise ValueError(f"sample_weight must have shape ({n_samples},) to match X; got "
                          f"{tuple(np.shape(sample_weight))}.")
-    w = jnp.asarray(sample_weight, dtype)
+    w = np.asarray(sample_weight, dtype) if on_host else jnp.asarray(sample_weight, dtype)
     with jax.ensure_compile_time_eval():   # concrete weights closed over inside jit/grad
         _check_weight_values(w)
     return w

@@ -242,3 +242,23 @@ def test_init_responsibilities_bad_input(blobs):
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
     with pytest.raises(ValueError, match="single-device fit"):
         gj.fit(KEY, blobs, 2, init=good, mesh=mesh)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_host_rows_compile_only_the_fit_program(weighted, caplog):
+    """NumPy rows (and weights) stay on the host until the fit program takes them: a new data
+    shape compiles that program and no eager XLA op (padding, ones, dtype conversion)."""
+    import logging
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(1237, 2)) + 1e3                       # float64, narrowed to float32
+    w = rng.uniform(0.5, 2.0, 1237) if weighted else None
+    with caplog.at_level(logging.WARNING), jax.log_compiles(True), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)            # float64 computed in float32
+        res = gj.fit(KEY, x, 3, sample_weight=w, n_init=2, max_iter=20)
+    compiled = [r.getMessage().split()[1] for r in caplog.records
+                if r.getMessage().startswith("Compiling ")]
+    assert set(compiled) <= {"jit(_fit_program)"}, compiled
+    ref = gj.fit(KEY, jnp.asarray(x, jnp.float32), 3, n_init=2, max_iter=20,
+                 sample_weight=None if w is None else jnp.asarray(w, jnp.float32))
+    np.testing.assert_allclose(np.asarray(res.params.means), np.asarray(ref.params.means),
+                               rtol=1e-4)
