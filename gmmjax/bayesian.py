@@ -489,9 +489,9 @@ def fit_bayesian(key: jax.Array, X, n_components: int, *, covariance_type: str =
         n_components, n_init, max_iter, tol, reg_covar, covariance_type, chunk_size)
     get_weight_prior(weight_concentration_prior_type)
     centring = HostCentring(X)           # float64 host data: centred before float32
-    x = check_data(centring.data)
+    x = check_data(centring.data, host=True)          # NumPy rows stay on the host
     n, d = x.shape
-    w = check_sample_weight(sample_weight, n, x.dtype)
+    w = check_sample_weight(sample_weight, n, x.dtype, host=isinstance(x, np.ndarray))
     check_n_samples(w, n_components)
     check_priors(d, covariance_type, weight_concentration_prior=weight_concentration_prior,
                  mean_precision_prior=mean_precision_prior, mean_prior=mean_prior,
@@ -530,10 +530,11 @@ def fit_bayesian(key: jax.Array, X, n_components: int, *, covariance_type: str =
 
     x, w = pad_to(x, w, n_pad)
 
-    def given(v, shape=()):
+    def given(v, shape=()):     # NumPy unless traced: no eager XLA program per prior
         if v is None:
-            return jnp.zeros(shape, x.dtype), jnp.array(False)
-        return jnp.reshape(jnp.asarray(v, x.dtype), shape), jnp.array(True)
+            return np.zeros(shape, x.dtype), np.array(False)
+        xp = jnp if is_traced(v) else np
+        return xp.reshape(xp.asarray(v, x.dtype), shape), np.array(True)
 
     prior_args = BayesianPriors(
         given(weight_concentration_prior), given(mean_precision_prior),

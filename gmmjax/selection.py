@@ -233,16 +233,16 @@ def select_model(key: jax.Array, X, n_components: Sequence[int] = range(1, 11),
     from .estimators._base import x64_scope
     with x64_scope(estimator_dtype(X)):   # float64 in -> float64 out, x64 only for this call
         centring = HostCentring(X)           # float64 host data: centred before float32
-        x = check_data(centring.data)
+        x = check_data(centring.data, host=True)      # NumPy rows stay on the host
         n, d = x.shape
-        w = check_sample_weight(sample_weight, n, x.dtype)
+        w = check_sample_weight(sample_weight, n, x.dtype, host=isinstance(x, np.ndarray))
         k_max = max(ks)
         check_n_samples(w, k_max)
         batch = len(ks) * n_init
         if chunk_size is None:
             chunk_size = auto_chunk_size(n, k_max * batch, d)
         x, w = pad_to(x, w, bucket_rows(n, chunk_size))
-        n_eff = float(jnp.sum(w))
+        n_eff = float(np.sum(w) if isinstance(w, np.ndarray) else jnp.sum(w))
         shape = (len(types), len(ks))
         table = {name: np.zeros(shape) for name in ("bic", "aic", "ll", "lb")}
         n_par = np.zeros(shape, np.int64)

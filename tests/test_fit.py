@@ -262,3 +262,19 @@ def test_host_rows_compile_only_the_fit_program(weighted, caplog):
                  sample_weight=None if w is None else jnp.asarray(w, jnp.float32))
     np.testing.assert_allclose(np.asarray(res.params.means), np.asarray(ref.params.means),
                                rtol=1e-4)
+
+
+@pytest.mark.parametrize("call, program", [
+    (lambda x: gj.select_model(KEY, x, range(1, 3), ("diag",), n_init=1, max_iter=5,
+                               return_estimator=False), "jit(_sweep_program)"),
+    (lambda x: gj.fit_bayesian(KEY, x, 3, max_iter=5, mean_prior=np.zeros(2),
+                               weight_concentration_prior=0.5), "jit(_bayesian_program)")])
+def test_host_rows_of_the_other_fits_compile_only_their_program(call, program, caplog):
+    """select_model and fit_bayesian keep NumPy rows, weights and priors on the host too."""
+    import logging
+    x = np.random.default_rng(8).normal(size=(1139, 2)).astype(np.float32)
+    with caplog.at_level(logging.WARNING), jax.log_compiles(True):
+        call(x)
+    compiled = [r.getMessage().split()[1] for r in caplog.records
+                if r.getMessage().startswith("Compiling ")]
+    assert set(compiled) <= {program}, compiled
