@@ -121,6 +121,9 @@ class CovarianceModel:
     """Interface: the arithmetic one covariance type needs. Subclasses hold no state."""
 
     name: str
+    # whether the statistics pass hands this type's chunk kernels rows already transposed
+    # (:func:`gmmjax.stats.transposed_chunks`): they read x rows minor
+    rows_minor_chunks: bool = False
 
     def shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         raise NotImplementedError
@@ -153,11 +156,6 @@ class CovarianceModel:
                            ) -> jax.Array:
         """:meth:`scatter` of responsibilities given as (K, N)."""
         raise NotImplementedError
-
-    def rows_minor_chunks(self, n_features: int) -> bool:
-        """Whether the statistics pass should hand this type's chunk kernels rows already
-        transposed (:func:`gmmjax.stats.transposed_chunks`): they read x rows minor."""
-        return False
 
     def reduce_component_scatter(self, scatter: jax.Array) -> jax.Array:
         """A per-component scatter ((K, D, D) for matrix types, (K, D) for diagonal ones) reduced
@@ -402,11 +400,10 @@ class Diag(CovarianceModel):
     # contraction is a batched matrix-vector product (dot_general), ~30% faster on CPU than a
     # reduction over the middle or minor axis of the (K, D, N) products. Sums of squares: no
     # cancellation on offset float32 data.
-    def rows_minor_chunks(self, n_features):
-        # the (K, D, C) squared offsets read every feature of a chunk along its rows: from a
-        # (C, D) chunk that is a strided read XLA does not vectorise (diag N=100k D=K=16: one
-        # EM iteration ~12 → ~8 ms with chunks transposed once per restart)
-        return True
+    # the (K, D, C) squared offsets read every feature of a chunk along its rows: from a
+    # (C, D) chunk that is a strided read XLA does not vectorise (diag N=100k D=K=16: one EM
+    # iteration ~12 → ~8 ms with chunks transposed once per restart)
+    rows_minor_chunks = True
 
     def distances(self, x, means, prec_chol):
         return jnp.einsum("kdn,kd->kn", _squared_offsets(x, means),

@@ -48,7 +48,7 @@ def _criterion(params, X, sample_weight, penalty) -> jnp.ndarray:
     program and no eager XLA programs per shape: a first ``bic`` compiled five); traced (under
     jit, vmap or grad), in jax.numpy."""
     ll = log_prob(params, X)
-    traced = is_traced(ll, sample_weight, *jax.tree_util.tree_leaves(params))
+    traced = is_traced(ll, sample_weight)          # ll is traced when params or X are
     xp = jnp if traced else np
     if not traced:
         ll = np.asarray(ll)
@@ -242,7 +242,7 @@ def select_model(key: jax.Array, X, n_components: Sequence[int] = range(1, 11),
         if chunk_size is None:
             chunk_size = auto_chunk_size(n, k_max * batch, d)
         x, w = pad_to(x, w, bucket_rows(n, chunk_size))
-        n_eff = float(np.sum(w) if isinstance(w, np.ndarray) else jnp.sum(w))
+        n_eff = float(np.sum(w))
         shape = (len(types), len(ks))
         table = {name: np.zeros(shape) for name in ("bic", "aic", "ll", "lb")}
         n_par = np.zeros(shape, np.int64)

@@ -160,7 +160,7 @@ def pad_rows(x: jax.Array, w: jax.Array, multiple: int) -> tuple[jax.Array, jax.
 def transposed_chunks(x: jax.Array, chunk_size: int) -> jax.Array:
     """(n_chunks, D, chunk_size): rows ``x`` (N, D) padded with zero rows to whole chunks, each
     chunk transposed (rows minor). The operand of chunk kernels that read x rows minor (see
-    :meth:`~gmmjax.covariance.CovarianceModel.rows_minor_chunks`); the EM core builds it once
+    :attr:`~gmmjax.covariance.CovarianceModel.rows_minor_chunks`); the EM core builds it once
     per restart, outside its loop."""
     xp = pad_rows(x, jnp.zeros(x.shape[:1], x.dtype), chunk_size)[0]
     return jnp.swapaxes(xp.reshape((-1, chunk_size) + x.shape[1:]), 1, 2)
@@ -171,7 +171,7 @@ def rows_minor_operand(covariance_type: str, x: jax.Array, chunk_size: int | Non
     """:func:`transposed_chunks` of x when it is processed in chunks and ``covariance_type``'s
     chunk kernels read it rows minor; else None (chunks are sliced from x as it is)."""
     if (chunk_size is None or chunk_size >= x.shape[0]
-            or not get_covariance_model(covariance_type).rows_minor_chunks(x.shape[-1])):
+            or not get_covariance_model(covariance_type).rows_minor_chunks):
         return None
     return transposed_chunks(x, chunk_size)
 

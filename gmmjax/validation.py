@@ -94,8 +94,7 @@ def check_data(x, name: str = "X", min_samples: int = 1, host: bool = False) -> 
     # per-shape XLA compile of isfinite/all for a check.
     bad = not is_traced(x) and not bool(np.all(np.isfinite(arr)))
     kind = "NaN" if bad and bool(np.any(np.isnan(arr))) else "infinity"
-    x = (np.asarray(x, dtype) if host and isinstance(x, np.ndarray) and not bad
-         else jnp.asarray(x, dtype))
+    x = np.asarray(x, dtype) if host and isinstance(x, np.ndarray) else jnp.asarray(x, dtype)
     if bad:
         hint = (" gmmjax.fit, log_prob, predict(_proba), impute and GaussianMixture take "
                 "missing='marginalize' for NaN entries; fit_stream, the sharded fit, fit_many, "
