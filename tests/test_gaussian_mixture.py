@@ -333,6 +333,43 @@ def test_estimator_is_the_functional_fit_from_sklearns_init(X):
         assert gm.n_iter_ == int(res.n_iter)
 
 
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++"])
+def test_initial_kmeans_runs_on_one_blas_thread(X, monkeypatch, init_params):
+    """The host k-means of the initialisation runs with one BLAS thread (no OpenBLAS workers
+    left spinning beside the compiled fit), draws scikit-learn's own labels all the same, and
+    leaves the user's thread settings as they were."""
+    import sklearn.cluster
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return {lib["filepath"]: lib["num_threads"] for lib in threadpool_info()
+                if lib["user_api"] == "blas"}
+
+    seen = []
+    for name in ("KMeans", "kmeans_plusplus"):
+        real = getattr(sklearn.cluster, name)
+
+        def spy(*args, _real=real, **kwargs):
+            seen.append(blas_threads())
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(sklearn.cluster, name, spy)
+    with threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        resp = initial_resp(X, None, K, init_params, np.random.RandomState(5), 2)
+        assert blas_threads() == before
+    assert len(seen) == 2 and all(set(s.values()) == {1} for s in seen), seen
+    monkeypatch.undo()
+    rs = np.random.RandomState(5)        # scikit-learn's own draws, BLAS threads as they were
+    for r in resp:
+        if init_params == "kmeans":
+            labels = sklearn.cluster.KMeans(n_clusters=K, n_init=1, random_state=rs).fit(X).labels_
+            np.testing.assert_array_equal(r.argmax(axis=1), labels)
+        else:
+            _, idx = sklearn.cluster.kmeans_plusplus(X, K, random_state=rs)
+            np.testing.assert_array_equal(r[idx, np.arange(K)], 1)
+            assert r.sum() == K
+
+
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
 @pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data"])
 def test_same_random_state_same_fit_as_sklearn(covariance_type, init_params):
