@@ -44,6 +44,8 @@ from pathlib import Path
 
 import jax
 
+from .interpreter import release_freed_heap
+
 __all__ = ["CacheEvent", "cache_dir", "cached_jit", "clear", "clear_memory", "configure", "events",
            "quick_compile", "quick_compile_options"]
 
@@ -514,10 +516,12 @@ class _CachedJit:
         return compiled(*dyn_args, **dyn_kwargs)
 
     def _plain(self, *args, **kwargs):
-        """The plain ``jax.jit`` call; a call that compiled a program checks the map count."""
+        """The plain ``jax.jit`` call; a call that compiled a program checks the map count and
+        returns the compile's freed heap."""
         size = self._jitted._cache_size()
         out = self._jitted(*args, **kwargs)
         if self._jitted._cache_size() != size:
+            release_freed_heap()
             relieve_map_pressure()
         return out
 
@@ -582,6 +586,7 @@ class _CachedJit:
         finally:
             if collecting:
                 gc.enable()
+        release_freed_heap()    # the compile's freed scratch back to the OS (gmmjax.interpreter)
         # An executable from JAX's own persistent cache (if the user set one) was deserialized;
         # serialized again it loses code on CPU (jax 0.10), so it is not stored: JAX's cache
         # serves it next time.

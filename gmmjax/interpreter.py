@@ -1,4 +1,4 @@
-"""The cost of JAX in a short Python process: the cyclic garbage collector.
+"""The cost of JAX in a short Python process: the cyclic garbage collector, and the C heap.
 
 Importing JAX (and scikit-learn behind the estimators) creates ~150,000 long-lived objects that
 Python's cyclic collector then walks again and again: during the import itself (~0.2 s on a
@@ -19,12 +19,21 @@ them). Two measures, both only about *when* the collector runs, never about what
   only become unreachable during module teardown are then left to the operating system, which
   Python permits (``__del__`` is not guaranteed for objects alive at exit).
   ``GMMJAX_FAST_EXIT=0`` turns this off.
+
+And one about memory: :func:`release_freed_heap` hands the pages an XLA compile freed back to
+the operating system. XLA:CPU compiles kernels on a thread pool, each thread allocating from its
+own glibc malloc arena, and glibc returns freed memory of such arenas only when asked
+(``malloc_trim``): every compiled program left ~50-150 MB of free heap in the process's
+resident memory (a ``fit_stream`` call that compiles its programs: +320 MB resident, ~215 MB of
+it free heap). gmmjax asks after each program it compiles (a few milliseconds).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
+import functools
 import gc
 import os
 import sys
@@ -71,4 +80,28 @@ def install_exit_freeze() -> bool:
         return _installed
     atexit.register(_collect_and_freeze)
     _installed = True
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim`` from the process's C library, or None (another C library or OS)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+def release_freed_heap() -> bool:
+    """Return the free pages of every malloc arena to the operating system (glibc's
+    ``malloc_trim(0)``; nothing is freed that is still in use). -> whether it could ask."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
     return True

@@ -302,3 +302,29 @@ def test_compiler_options_chosen_by_static_values(cache, monkeypatch):
                      compiler_options={"xla_no_such_option_anywhere": True})
     np.testing.assert_allclose(bad(x, y, power=4), _affine(x, y, power=4))
     assert compile_options == [{"xla_no_such_option_anywhere": True}, None]
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_compile_returns_its_freed_heap(tmp_path, monkeypatch, cached):
+    """Every program gmmjax builds (cached or plain jit) is followed by one
+    interpreter.release_freed_heap call: XLA's compile threads free their scratch into malloc
+    arenas that glibc keeps resident unless asked. Loads and memory hits do not ask."""
+    calls = []
+    monkeypatch.setattr(compile_cache, "release_freed_heap", lambda: calls.append(1) or True)
+    compile_cache.configure(tmp_path / "cache", enabled=cached)
+    try:
+        x = jnp.arange(3.0)
+        f = _own_function()
+        np.testing.assert_allclose(f(x, 1.0, power=2), [1.0, 3.0, 9.0])
+        assert len(calls) == 1
+        f(x, 1.0, power=2)                                  # in memory
+        assert len(calls) == 1
+        if cached:
+            f.clear_cache()
+            np.testing.assert_allclose(f(x, 1.0, power=2), [1.0, 3.0, 9.0])   # from disk
+            assert [e.kind for e in compile_cache.events()[-1:]] == ["load"]
+            assert len(calls) == 1
+        f(x, 1.0, power=3)                                  # a new program
+        assert len(calls) == 2
+    finally:
+        compile_cache.configure()
