@@ -8,7 +8,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .covariance import TYPE_CODES, constrained_covariances, get_covariance_model
+from .covariance import (TYPE_CODES, array_namespace, constrained_covariances,
+                         get_covariance_model)
 from .params import MixtureParams
 from .rows import LOCAL, Rows, weighted_mean
 from .stats import (SuffStats, chunked_map, mixture_log_resp_and_norm, resp_statistics,
@@ -285,14 +286,16 @@ def run_from(state, ok, step: Callable, max_iter, tol, dtype, lower_bound=None,
 
 
 def restart_score(lower_bound: jax.Array, status: jax.Array) -> jax.Array:
-    """What restarts are ranked by: the final bound, −inf for failed runs."""
+    """What restarts are ranked by: the final bound, −inf for failed runs (NumPy for host
+    arrays: nothing to compile)."""
+    xp = array_namespace(lower_bound)
     failed = (status == Status.ILL_DEFINED_COVARIANCE) | (status == Status.NONFINITE)
-    return jnp.where(failed | jnp.isnan(lower_bound), -jnp.inf, lower_bound)
+    return xp.where(failed | xp.isnan(lower_bound), -xp.inf, lower_bound)
 
 
 def best_restart(lower_bounds: jax.Array, status: jax.Array) -> jax.Array:
     """Index of the best restart: highest final bound among non-failed runs, ties -> lowest index."""
-    return jnp.argmax(restart_score(lower_bounds, status))
+    return array_namespace(lower_bounds).argmax(restart_score(lower_bounds, status))
 
 
 def score_rows(params: MixtureParams, x: jax.Array, chunk_size: int | None = None) -> jax.Array:

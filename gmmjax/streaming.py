@@ -168,10 +168,15 @@ def _pieces(x, w, rows):
         yield xs, ws
 
 
-def _seed_from_key(key) -> np.random.Generator:
+@cached_jit
+def _seed_words(key):
+    """The key folded with a constant, as raw words (one small program, cached on disk)."""
     k = jax.random.fold_in(key, 0x5EED)
-    data = jax.random.key_data(k) if jnp.issubdtype(k.dtype, jax.dtypes.prng_key) else k
-    return np.random.default_rng(np.asarray(data, np.uint32).ravel().tolist())
+    return jax.random.key_data(k) if jnp.issubdtype(k.dtype, jax.dtypes.prng_key) else k
+
+
+def _seed_from_key(key) -> np.random.Generator:
+    return np.random.default_rng(np.asarray(_seed_words(key), np.uint32).ravel().tolist())
 
 
 def _allgather(arr: np.ndarray) -> np.ndarray:
@@ -301,7 +306,7 @@ def _zero_stats(params, d, dtype, covariance_type):
     r = params.weights.shape[0]
     shape = get_covariance_model(covariance_type).shape(k, d)
     from .stats import SuffStats
-    z = lambda *s: jnp.zeros((r,) + s, dtype)  # noqa: E731
+    z = lambda *s: np.zeros((r,) + s, dtype)  # noqa: E731  (host zeros: nothing to compile)
     return SuffStats(z(k), z(k, d), z(*shape), z(), z())
 
 
@@ -350,7 +355,7 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
                         f"{type(chunks).__name__}.")
     init_name = init_method_name(init)
     n_proc = jax.process_count()
-    replicate = (lambda t: t)
+    replicate = jax.device_put      # host values to the device once (no XLA op to compile)
     n_local_dev = 1
     if mesh is not None:
         from jax.sharding import NamedSharding
@@ -458,8 +463,7 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
         sw = np.concatenate([sw, np.zeros((n_s - sw.shape[0],), out_dtype)])
         with jax.default_device(jax.local_devices()[0]):
             params, init_ok = _init_program(
-                key, jnp.asarray(sx), jnp.asarray(sw), jnp.asarray(shift_np),
-                jnp.asarray(reg_covar, out_dtype), n_components=n_components,
+                key, sx, sw, shift_np, np.asarray(reg_covar, out_dtype), n_components=n_components,
                 covariance_type=covariance_type, init=init_name, n_init=n_init,
                 chunk_size=auto_chunk_size(n_s, n_components, d))
         params, init_ok = jax.device_get((params, init_ok))
@@ -468,16 +472,16 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
               f"({time.perf_counter() - t0:.2f}s); device chunks of {rows} rows",
               file=sys.stdout, flush=True)
 
-    # ---- EM passes
-    shift = replicate(jnp.asarray(shift_np))
-    params = replicate(jax.tree_util.tree_map(jnp.asarray, params))
-    lower_bound = replicate(jnp.full((n_init,), -jnp.inf, out_dtype))
-    history = replicate(jnp.full((n_init, max_iter), jnp.nan, out_dtype))
-    n_iter = replicate(jnp.zeros((n_init,), jnp.int32))
-    status = replicate(jnp.where(jnp.asarray(init_ok), Status.MAX_ITER_REACHED,
-                                 Status.ILL_DEFINED_COVARIANCE).astype(jnp.int32))
-    tol_a = replicate(jnp.asarray(tol, out_dtype))
-    reg_a = replicate(jnp.asarray(reg_covar, out_dtype))
+    # ---- EM passes (the carries start on the host: no eager XLA op to compile)
+    shift = replicate(shift_np)
+    params = replicate(jax.tree_util.tree_map(np.asarray, params))
+    lower_bound = replicate(np.full((n_init,), -np.inf, out_dtype))
+    history = replicate(np.full((n_init, max_iter), np.nan, out_dtype))
+    n_iter = replicate(np.zeros((n_init,), np.int32))
+    status = replicate(np.where(np.asarray(init_ok), Status.MAX_ITER_REACHED,
+                                Status.ILL_DEFINED_COVARIANCE).astype(np.int32))
+    tol_a = replicate(np.asarray(tol, out_dtype))
+    reg_a = replicate(np.asarray(reg_covar, out_dtype))
 
     if mesh is None:
         def put(x, w):
@@ -530,12 +534,11 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
             print(f"fit_stream: pass {it + 1}: lower bound {np.array2string(lb, precision=6)} "
                   f"({dt:.2f}s, {scan.n / max(dt, 1e-9):.3g} rows/s)", flush=True)
 
+    # the best restart picked on the host, the result moved to the device once (fit's rule)
     lbs, sts = np.asarray(lower_bound), np.asarray(status)
-    best = int(best_restart(jnp.asarray(lbs), jnp.asarray(sts)))
-    pick = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a)[best]),
-                                  (params, lower_bound, history, n_iter, status))
-    p, lb, hist, nit, st = pick
+    best = int(best_restart(lbs, sts))
+    p, lb, hist, nit, st = jax.tree_util.tree_map(
+        lambda a: np.asarray(a)[best], (params, lower_bound, history, n_iter, status))
     if centring is not None:
         p = centring.restore(p)
-    return FitResult(p, lb, hist, nit, st == Status.CONVERGED, st, jnp.asarray(lbs),
-                     jnp.asarray(sts))
+    return jax.device_put(FitResult(p, lb, hist, nit, st == Status.CONVERGED, st, lbs, sts))

@@ -50,6 +50,34 @@ def test_memmap_ragged_last_chunk_equals_fit_with_one_compile(memmap_file):
     assert res.params.means.dtype == jnp.float32
 
 
+@pytest.mark.parametrize("n_init", [1, 3])
+def test_first_call_compiles_only_its_own_programs(memmap_file, n_init, caplog):
+    """The host glue (carries, zero statistics, scalars, the best restart, the result) stays in
+    NumPy and moves with device_put: a first call compiles fit_stream's programs and no eager
+    XLA op (each of which was a ~10-40 ms compile on CPU); the result equals fit's and is on
+    the device, as fit's is."""
+    import logging
+    x, _ = _data()
+    mm = np.memmap(memmap_file, dtype=np.float32, mode="r", shape=(N, D))
+    key = jax.random.key(5)
+    jax.block_until_ready(key)
+    for program in (streaming._seed_words, streaming._init_program, streaming._accumulate,
+                    streaming._em_update):
+        program.clear_cache()
+    with caplog.at_level(logging.WARNING), jax.log_compiles(True):
+        res = fit_stream(key, array_chunks(mm, 67), K, n_init=n_init)
+    compiled = {r.getMessage().split()[1] for r in caplog.records
+                if r.getMessage().startswith("Compiling ")}
+    assert compiled <= {"jit(_seed_words)", "jit(_init_program)", "jit(_accumulate)",
+                        "jit(_em_update)"}, compiled
+    assert all(isinstance(a, jax.Array) for a in jax.tree_util.tree_leaves(res))
+    assert res.restart_lower_bounds.shape == (n_init,)
+    assert float(res.lower_bound) == float(np.max(np.asarray(res.restart_lower_bounds)))
+    assert res.converged.dtype == bool and res.status.dtype == jnp.int32
+    if n_init == 1:
+        _close(res, gj.fit(key, x, K), 1e-5)
+
+
 def test_given_params_weighted_ragged_generator_restarts_and_prefetch():
     x, w = _data()
     key = jax.random.key(1)
