@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .covariance import array_namespace
 from .validation import check_data, check_int, check_sample_weight, is_traced
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -64,11 +65,14 @@ def _chunking(n: int, chunk: int | None, default: int) -> tuple[int, int]:
     return chunk, -(-n // chunk) * chunk
 
 
-def _pad(a: jax.Array, rows: int, value=0.0) -> jax.Array:
+def _pad(a, rows: int, value=0.0):
+    """``a`` with rows of ``value`` appended up to ``rows`` (NumPy input stays NumPy: padding a
+    host array compiles nothing)."""
     extra = rows - a.shape[0]
     if extra == 0:
         return a
-    return jnp.concatenate([a, jnp.full((extra,) + a.shape[1:], value, a.dtype)])
+    xp = array_namespace(a)
+    return xp.concatenate([a, xp.full((extra,) + a.shape[1:], value, a.dtype)])
 
 
 def log_sum_kernels(queries: jax.Array, train: jax.Array, log_w: jax.Array, bandwidth,
@@ -107,26 +111,37 @@ def log_sum_kernels(queries: jax.Array, train: jax.Array, log_w: jax.Array, band
 
 
 @functools.partial(jax.jit, static_argnames=("query_chunk", "train_chunk"))
-def _kde_program(queries, train, log_w, bandwidth, log_norm, center, *, query_chunk, train_chunk):
+def _kde_program(queries, train, w, bandwidth, *, query_chunk, train_chunk):
+    """(Q,) log densities; ``w`` (M,) weights, 0 on padded training rows."""
+    h = jnp.asarray(bandwidth, train.dtype)
+    d = train.shape[1]
+    total = jnp.sum(w)
+    log_norm = jnp.log(total) + d * jnp.log(h) + 0.5 * d * math.log(2 * math.pi)
+    center = jnp.sum(w[:, None] * train, axis=0) / total
+    log_w = jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), -jnp.inf)
     # In bandwidth units (centred, then divided by h): h² is never formed, so h of 1e-19 or data
     # of 1e19 stay finite in float32.
-    out = log_sum_kernels((queries - center) / bandwidth, (train - center) / bandwidth, log_w,
-                          1.0, query_chunk, train_chunk)
+    out = log_sum_kernels((queries - center) / h, (train - center) / h, log_w, 1.0,
+                          query_chunk, train_chunk)
     return out - log_norm
 
 
-def _check_span(points, center, h, name: str) -> None:
-    """Concrete data whose distance to the centre, in bandwidths, cannot be squared in this
-    dtype would give NaN: refuse it with a clear message instead."""
-    if is_traced(points, center, h):
+def _check_span(train, x, w, h) -> None:
+    """Concrete data whose distance to the (weighted) training mean, in bandwidths, cannot be
+    squared in its dtype would give NaN: refuse it with a clear message instead. Checked on the
+    host in float64 (nothing compiled); skipped for traced values."""
+    if is_traced(train, x, w, h):
         return
-    limit = float(np.sqrt(np.finfo(points.dtype).max)) / 1e2
-    with jax.ensure_compile_time_eval():
-        span = float(jnp.max(jnp.abs(points - center)) / h)
-    if not span <= limit:
-        raise ValueError(f"{name} lies up to {span:.3g} bandwidths from the training mean, too "
-                         f"far to compute in {points.dtype} (limit {limit:.0e}); use float64 "
-                         "data or a larger bandwidth.")
+    host_w = np.asarray(w, np.float64)
+    train64 = np.asarray(train, np.float64)
+    center = np.sum(host_w[:, None] * train64, axis=0) / np.sum(host_w)   # (no BLAS call)
+    limit = float(np.sqrt(np.finfo(train.dtype).max)) / 1e2
+    for name, points in (("train", train64), ("X", np.asarray(x, np.float64))):
+        span = float(np.max(np.abs(points - center))) / float(h)
+        if not span <= limit:
+            raise ValueError(f"{name} lies up to {span:.3g} bandwidths from the training mean, "
+                             f"too far to compute in {train.dtype} (limit {limit:.0e}); use "
+                             "float64 data or a larger bandwidth.")
 
 
 def kde_log_prob(train, X, bandwidth=1.0, *, sample_weight=None, query_chunk: int | None = None,
@@ -141,30 +156,27 @@ def kde_log_prob(train, X, bandwidth=1.0, *, sample_weight=None, query_chunk: in
       query_chunk, train_chunk: block sizes (defaults 1024 × 4096): peak memory is
         O(query_chunk · train_chunk) elements, independent of N and M.
     """
-    train = check_data(train, "train")
-    x = check_data(X)
+    train = check_data(train, "train", host=True)     # NumPy stays on the host until the
+    x = check_data(X, host=True)                       # program takes it (one compile per shape)
     if x.shape[1] != train.shape[1]:
         raise ValueError(f"X has {x.shape[1]} features, but the KDE was built on "
                          f"{train.shape[1]} features (train shape {tuple(train.shape)}).")
-    dtype = jnp.result_type(x.dtype, train.dtype)
+    dtype = np.result_type(x.dtype, train.dtype)
     x, train = x.astype(dtype), train.astype(dtype)
     h = kde_bandwidth(train.shape[0], train.shape[1], bandwidth)
-    w = check_sample_weight(sample_weight, train.shape[0], dtype)
+    w = check_sample_weight(sample_weight, train.shape[0], dtype, host=True)
     for name, value in (("query_chunk", query_chunk), ("train_chunk", train_chunk)):
         if value is not None:
             check_int(value, name, 1)
-    n, m, d = x.shape[0], train.shape[0], train.shape[1]
+    n, m = x.shape[0], train.shape[0]
     qc, n_pad = _chunking(n, query_chunk, DEFAULT_QUERY_CHUNK)
     tc, m_pad = _chunking(m, train_chunk, DEFAULT_TRAIN_CHUNK)
-    h = jnp.asarray(h, dtype)
-    log_norm = jnp.log(jnp.sum(w)) + d * jnp.log(h) + 0.5 * d * math.log(2 * math.pi)
-    center = jnp.sum(w[:, None] * train, axis=0) / jnp.sum(w)
-    log_w = jnp.where(w > 0, jnp.log(jnp.where(w > 0, w, 1.0)), -jnp.inf)
-    _check_span(train, center, h, "train")
-    _check_span(x, center, h, "X")
-    out = _kde_program(_pad(x, n_pad), _pad(train, m_pad), _pad(log_w, m_pad, -jnp.inf), h,
-                       log_norm, center, query_chunk=qc, train_chunk=tc)
-    return out[:n]
+    _check_span(train, x, w, h)
+    out = _kde_program(_pad(x, n_pad), _pad(train, m_pad), _pad(w, m_pad), h,
+                       query_chunk=qc, train_chunk=tc)
+    if is_traced(out):
+        return out[:n]
+    return jax.device_put(jax.device_get(out)[:n])     # sliced on the host: no compile per n
 
 
 @functools.partial(jax.jit, static_argnames=("n_samples",))
@@ -180,8 +192,9 @@ def _kde_sample(key, train, w, bandwidth, n_samples):
 def kde_sample(key: jax.Array, train, bandwidth=1.0, n_samples: int = 1, *,
                sample_weight=None) -> jax.Array:
     """(n_samples, D) draws from the Gaussian KDE: a training row (∝ its weight) plus h·N(0, I)."""
-    train = check_data(train, "train")
+    train = check_data(train, "train", host=True)
     h = kde_bandwidth(train.shape[0], train.shape[1], bandwidth)
-    w = check_sample_weight(sample_weight, train.shape[0], train.dtype)
+    w = check_sample_weight(sample_weight, train.shape[0], train.dtype, host=True)
     n_samples = check_int(n_samples, "n_samples", 1)
-    return _kde_sample(key, train, w, jnp.asarray(h, train.dtype), n_samples)
+    h = h if is_traced(h) else np.asarray(h, train.dtype)
+    return _kde_sample(key, train, w, h, n_samples)

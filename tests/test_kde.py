@@ -65,10 +65,9 @@ def test_memory_bounded_for_1e6_queries_by_1e5_points():
     are those of one query_chunk × train_chunk block, not of the 1e11-element kernel matrix."""
     q = jax.ShapeDtypeStruct((1_000_448, 3), jnp.float32)      # padded to a multiple of 1024
     t = jax.ShapeDtypeStruct((102_400, 3), jnp.float32)        # padded to a multiple of 4096
-    lw = jax.ShapeDtypeStruct((102_400,), jnp.float32)
-    s = jax.ShapeDtypeStruct((), jnp.float32)
-    c = jax.ShapeDtypeStruct((3,), jnp.float32)
-    compiled = _kde_program.lower(q, t, lw, s, s, c, query_chunk=1024, train_chunk=4096).compile()
+    w = jax.ShapeDtypeStruct((102_400,), jnp.float32)
+    h = jax.ShapeDtypeStruct((), jnp.float32)
+    compiled = _kde_program.lower(q, t, w, h, query_chunk=1024, train_chunk=4096).compile()
     mem = compiled.memory_analysis()
     if mem is None:
         pytest.skip("memory_analysis unavailable on this backend")
@@ -166,3 +165,34 @@ def test_float32_extreme_scales_stay_finite(scale):
 def test_float32_too_many_bandwidths_away_is_refused():
     with pytest.raises(ValueError, match="bandwidths from the training mean"):
         kde_log_prob(TRAIN.astype(np.float32), QUERY.astype(np.float32) * 1e25, 1e-10)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_first_calls_compile_only_their_program(weighted, caplog):
+    """NumPy training points, queries and weights stay on the host (padding, the span check)
+    until the program takes them: new shapes compile the KDE program and no eager XLA op; the
+    results equal scikit-learn's and a traced call (under jit) gives the same values."""
+    import logging
+    rng = np.random.default_rng(int(weighted))
+    train = rng.normal(size=(173 + int(weighted), 3)).astype(np.float32)
+    query = rng.normal(size=(59, 3)).astype(np.float32)
+    w = rng.uniform(0.2, 2.0, size=len(train)).astype(np.float32) if weighted else None
+    key = jax.block_until_ready(jax.random.key(0))       # (the caller's own key: not counted)
+    with caplog.at_level(logging.WARNING), jax.log_compiles(True):
+        got = kde_log_prob(train, query, 0.7, sample_weight=w)
+        draws = kde_sample(key, train, 0.7, 11, sample_weight=w)
+        est = KernelDensity(bandwidth=0.7).fit(train, sample_weight=w)
+        scores = est.score_samples(query)
+        est.sample(5, random_state=0)
+    compiled = {r.getMessage().split()[1] for r in caplog.records
+                if r.getMessage().startswith("Compiling ")}
+    assert compiled <= {"jit(_kde_program)", "jit(_kde_sample)", "jit(_threefry_seed)",
+                        "jit(_threefry_split)", "jit(random_bits)", "jit(_uniform)",
+                        "jit(_normal)"}, compiled
+    assert isinstance(got, jax.Array) and got.shape == (59,) and draws.shape == (11, 3)
+    ref = SkKernelDensity(bandwidth=0.7).fit(train.astype(np.float64), sample_weight=w)
+    np.testing.assert_allclose(np.asarray(got), ref.score_samples(query.astype(np.float64)),
+                               rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(scores, np.asarray(got), rtol=1e-6)
+    traced = jax.jit(lambda t, q: kde_log_prob(t, q, 0.7, sample_weight=w))(train, query)
+    np.testing.assert_allclose(np.asarray(traced), np.asarray(got), rtol=1e-6)

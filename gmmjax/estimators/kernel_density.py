@@ -93,7 +93,7 @@ class KernelDensity(BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         dtype = np.result_type(X.dtype, self.X_fit_.dtype)
         with x64_scope(dtype):
-            out = kde_log_prob(jnp.asarray(self.X_fit_, dtype), jnp.asarray(X, dtype),
+            out = kde_log_prob(np.asarray(self.X_fit_, dtype), np.asarray(X, dtype),
                                self.bandwidth_, sample_weight=self.sample_weight_,
                                query_chunk=self.query_chunk, train_chunk=self.train_chunk)
             return np.asarray(out, dtype)
@@ -119,6 +119,6 @@ class KernelDensity(BaseEstimator):
         state = self.random_state if random_state is None else random_state
         dtype = self.X_fit_.dtype
         with x64_scope(dtype):
-            out = kde_sample(random_key(state), jnp.asarray(self.X_fit_), self.bandwidth_, n,
+            out = kde_sample(random_key(state), np.asarray(self.X_fit_), self.bandwidth_, n,
                              sample_weight=self.sample_weight_)
             return np.asarray(jax.device_get(out), np.float64)
