@@ -121,8 +121,9 @@ def _auto_chunk(params: MixtureParams, x: jax.Array, chunk_size: int | None) -> 
 def _checked(params: MixtureParams, X, missing: str = "error") -> jax.Array:
     check_params(params)
     marginalize = _missing.check_missing(missing)
-    x = (_missing.check_data_missing(X, min_samples=1, every_column=False) if marginalize
-         else check_data(X, min_samples=1))
+    # NumPy rows stay NumPy (host=True): the evaluation program takes them, nothing else compiles
+    x = (_missing.check_data_missing(X, min_samples=1, every_column=False, host=True)
+         if marginalize else check_data(X, min_samples=1, host=True))
     check_params(params, x.shape[1])
     return x.astype(jnp.result_type(x.dtype, params.means.dtype))
 

@@ -203,7 +203,7 @@ def fit_on_host(key: jax.Array, X, n_components: int, *, covariance_type: str = 
     centring = HostCentring(X)           # float64 host data: centred before float32
     # NumPy rows stay on the host until the program takes them (padded with NumPy: no eager
     # XLA programs for a new data shape)
-    x = (_missing.check_data_missing(centring.data) if marginalize
+    x = (_missing.check_data_missing(centring.data, host=True) if marginalize
          else check_data(centring.data, host=True))
     n, d = x.shape
     w = check_sample_weight(sample_weight, n, x.dtype, host=isinstance(x, np.ndarray))

@@ -57,23 +57,25 @@ def check_missing(missing) -> bool:
 
 
 def check_data_missing(X, name: str = "X", min_samples: int = 1,
-                       every_column: bool = True) -> jax.Array:
+                       every_column: bool = True, host: bool = False) -> jax.Array:
     """Like :func:`gmmjax.validation.check_data`, but NaN entries are allowed (they are missing).
 
     Infinity stays an error. With ``every_column`` (fitting), so is a column with no observed
-    entry: nothing can be learned about that feature."""
+    entry: nothing can be learned about that feature. ``host``: NumPy input comes back as NumPy
+    (as check_data's ``host``)."""
     if is_traced(X):
         return check_data(X, name, min_samples)
     arr = np.asarray(X)
     floating = np.issubdtype(arr.dtype, np.floating)
     nan = np.isnan(arr) if floating else np.zeros(np.shape(arr), bool)
-    x = check_data(np.where(nan, 0, arr).astype(arr.dtype) if floating else X, name, min_samples)
+    x = check_data(np.where(nan, 0, arr).astype(arr.dtype) if floating else X, name, min_samples,
+                   host=host and isinstance(X, np.ndarray))
     if nan.any():
         empty = np.flatnonzero(nan.all(axis=0))
         if every_column and empty.size:
             raise ValueError(f"{name} has no observed value in column(s) {empty.tolist()} (shape "
                              f"{arr.shape}); drop those columns or fill them first.")
-        x = jnp.asarray(arr, x.dtype)
+        x = arr.astype(x.dtype) if isinstance(x, np.ndarray) else jnp.asarray(arr, x.dtype)
     return x
 
 
@@ -355,7 +357,8 @@ def fit_buckets(x: jax.Array) -> tuple[int, ...] | None:
 
 def informative_weight(x: jax.Array, w: jax.Array) -> jax.Array:
     """Weights with rows that have no observed entry set to 0 (they carry no information)."""
-    return jnp.where(jnp.all(jnp.isnan(x), axis=1), 0.0, w)
+    xp = array_namespace(x)
+    return xp.where(xp.all(xp.isnan(x), axis=1), 0.0, w).astype(w.dtype)
 
 
 # ---------------------------------------------------------------------- evaluation

@@ -337,11 +337,10 @@ def check_param_values(params: MixtureParams) -> MixtureParams:
     if np.any(weights < 0) or not np.sum(weights) > 0:
         raise ValueError(f"params.weights must be non-negative with a positive sum; got "
                          f"{weights}.")
-    with jax.ensure_compile_time_eval():      # concrete params closed over in a user's jit
-        diagonal = get_covariance_model(params.covariance_type).variances(
-            jnp.asarray(params.precisions_cholesky))
-        positive = bool(jnp.all(diagonal > 0))
-    if not positive:
+    # on the host in NumPy (concrete params, also closed over in a user's jit): nothing compiled
+    diagonal = get_covariance_model(params.covariance_type).variances(
+        np.asarray(params.precisions_cholesky))
+    if not bool(np.all(diagonal > 0)):
         raise ValueError("params.precisions_cholesky must have a positive diagonal (upper "
                          "Cholesky factors of positive-definite precisions).")
     return params

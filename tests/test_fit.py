@@ -264,6 +264,25 @@ def test_host_rows_compile_only_the_fit_program(weighted, caplog):
                                rtol=1e-4)
 
 
+def test_sample_of_fitted_params_compiles_only_its_program(caplog):
+    """The value checks of concrete params (finite, weights, positive Cholesky diagonal) run
+    in NumPy on the host: sampling a fit's params compiles the sampling program only."""
+    import logging
+    x = np.random.default_rng(9).normal(size=(733, 3)).astype(np.float32)
+    res = gj.fit(KEY, x, 3, covariance_type="tied", max_iter=5)
+    jax.block_until_ready(res)
+    with caplog.at_level(logging.WARNING), jax.log_compiles(True):
+        draws, labels = gj.sample(KEY, res.params, 257)
+    compiled = {r.getMessage().split()[1] for r in caplog.records
+                if r.getMessage().startswith("Compiling ")}
+    assert compiled <= {"jit(_sample)"}, compiled
+    assert draws.shape == (257, 3) and labels.shape == (257,)
+    assert np.all(np.diff(np.asarray(labels)) >= 0)
+    bad = res.params.replace(precisions_cholesky=-res.params.precisions_cholesky)
+    with pytest.raises(ValueError, match="positive diagonal"):
+        gj.sample(KEY, bad, 5)
+
+
 @pytest.mark.parametrize("call, program", [
     (lambda x: gj.select_model(KEY, x, range(1, 3), ("diag",), n_init=1, max_iter=5,
                                return_estimator=False), "jit(_sweep_program)"),

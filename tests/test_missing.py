@@ -365,3 +365,32 @@ def test_init_responsibilities_follow_their_rows():
         shuffled = gj.fit(jax.random.key(0), X, 3, init=resp[:, perm], n_init=2,
                           missing="marginalize")
         assert not np.allclose(shuffled.restart_lower_bounds, a.restart_lower_bounds)
+
+
+def test_host_rows_with_nan_compile_only_their_programs(caplog):
+    """NumPy rows with NaN stay on the host (validation, the slot count, informative weights,
+    padding) until a program takes them: a functional fit, impute and log_prob with missing
+    entries, and the imputer estimator, compile their programs and no eager XLA op; the
+    functional and estimator imputations agree."""
+    import logging
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(611, 3)).astype(np.float32) + np.array([0.0, 3.0, -2.0], np.float32)
+    x[rng.random(x.shape) < 0.15] = np.nan
+    x[7] = np.nan                                      # a row with no observed entry
+    key = jax.block_until_ready(jax.random.key(2))
+    with caplog.at_level(logging.WARNING), jax.log_compiles(True):
+        res = gj.fit(key, x, 2, covariance_type="diag", missing="marginalize", max_iter=15)
+        filled = gj.impute(res.params, x)
+        dens = gj.log_prob(res.params, x, missing="marginalize")
+        est = gj.GaussianMixtureImputer(n_components=2, covariance_type="diag", max_iter=15,
+                                        random_state=0)
+        out = est.fit_transform(x)
+    compiled = {r.getMessage().split()[1] for r in caplog.records
+                if r.getMessage().startswith("Compiling ")}
+    assert compiled <= {"jit(_fit_program)", "jit(_evaluate)"}, compiled
+    filled, dens = np.asarray(filled), np.asarray(dens)
+    observed = ~np.isnan(x)
+    assert np.array_equal(filled[observed], x[observed]) and np.all(np.isfinite(filled))
+    assert np.all(np.isfinite(dens)) and dens[7] == 0.0
+    ref = np.asarray(gj.impute(est.mixture_.params_, x))
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
