@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .covariance import array_namespace
 from .density import log_prob
 from .em import FitResult
 from .fit import fit
@@ -44,12 +45,14 @@ def contamination_threshold(scores, contamination, sample_weight=None) -> jax.Ar
     repeating rows give the same offset. Works under jit (contamination may then be traced).
     """
     contamination = check_contamination(contamination)
-    scores = jnp.asarray(scores)
+    # NumPy scores are ranked in NumPy (nothing to compile), anything else in jax.numpy
+    scores = scores if isinstance(scores, np.ndarray) else jnp.asarray(scores)
+    xp = array_namespace(scores)
     if scores.ndim != 1 or scores.shape[0] < 1:
         raise ValueError(f"scores must be a non-empty 1-D array; got shape {scores.shape}.")
     if sample_weight is None:
-        return jnp.percentile(scores, 100.0 * contamination)
-    w = jnp.asarray(sample_weight, scores.dtype)
+        return xp.percentile(scores, 100.0 * contamination).astype(scores.dtype)
+    w = xp.asarray(sample_weight, scores.dtype)
     if w.shape != scores.shape:
         raise ValueError(f"sample_weight must have shape {scores.shape} to match scores; got "
                          f"{w.shape}.")
@@ -57,22 +60,23 @@ def contamination_threshold(scores, contamination, sample_weight=None) -> jax.Ar
 
 
 def _weighted_percentile(scores, w, fraction):
-    order = jnp.argsort(scores)
-    s, cw = scores[order], jnp.cumsum(w[order])
-    pos = jnp.clip(fraction * (cw[-1] - 1.0), 0.0, None)
-    lo = jnp.floor(pos)
+    xp = array_namespace(scores)
+    order = xp.argsort(scores)
+    s, cw = scores[order], xp.cumsum(w[order])
+    pos = xp.clip(fraction * (cw[-1] - 1.0), 0.0, None)
+    lo = xp.floor(pos)
 
     def at(t):   # the sorted value occupying position t of the repeated data
-        return s[jnp.minimum(jnp.searchsorted(cw, t, side="right"), s.shape[0] - 1)]
+        return s[xp.minimum(xp.searchsorted(cw, t, side="right"), s.shape[0] - 1)]
 
     v_lo = at(lo)
-    v_hi = at(jnp.minimum(lo + 1.0, jnp.maximum(cw[-1] - 1.0, 0.0)))
-    return v_lo + (pos - lo) * (v_hi - v_lo)
+    v_hi = at(xp.minimum(lo + 1.0, xp.maximum(cw[-1] - 1.0, 0.0)))
+    return (v_lo + (pos - lo) * (v_hi - v_lo)).astype(scores.dtype)
 
 
 def decision_function(scores, offset) -> jax.Array:
-    """``scores − offset``: negative for outliers, ≥ 0 for inliers."""
-    return jnp.asarray(scores) - offset
+    """``scores − offset``: negative for outliers, ≥ 0 for inliers (NumPy for NumPy scores)."""
+    return (scores if isinstance(scores, np.ndarray) else jnp.asarray(scores)) - offset
 
 
 def outlier_mask(scores, offset) -> jax.Array:
@@ -82,7 +86,8 @@ def outlier_mask(scores, offset) -> jax.Array:
 
 def inlier_labels(scores, offset) -> jax.Array:
     """(N,) int: +1 for inliers (score ≥ offset), −1 for outliers (sklearn's ``predict``)."""
-    return jnp.where(outlier_mask(scores, offset), -1, 1).astype(jnp.int32)
+    mask = outlier_mask(scores, offset)
+    return array_namespace(mask).where(mask, -1, 1).astype(np.int32)
 
 
 class OutlierFit(NamedTuple):
@@ -122,28 +127,40 @@ def fit_outlier_detector(key: jax.Array, X, n_components: int, *, contamination=
     model, so the contamination fraction still refers to the full training set.
     ``fit_kwargs`` go to :func:`gmmjax.fit` (covariance_type, n_init, sample_weight, ...).
     """
-    x = check_data(X)
+    x = check_data(X, host=True)      # NumPy rows stay on the host (see fit)
     if threshold is None:
         contamination = check_contamination(contamination)
     else:
         threshold = _check_threshold(threshold)
     sample_weight = fit_kwargs.pop("sample_weight", None)
     result = fit(key, x, n_components, sample_weight=sample_weight, **fit_kwargs)
-    scores = log_prob(result.params, x)
-    offset = _offset(scores, contamination, threshold, sample_weight)
+    scores, offset = _scores_and_offset(result, x, contamination, threshold, sample_weight)
     if refit_on_inliers:
+        xp = array_namespace(scores)
         keep = ~outlier_mask(scores, offset)
-        base = (jnp.ones(x.shape[0], x.dtype) if sample_weight is None
-                else jnp.asarray(sample_weight, x.dtype))
-        result = fit(key, x, n_components, sample_weight=jnp.where(keep, base, 0.0), **fit_kwargs)
-        scores = log_prob(result.params, x)
-        offset = _offset(scores, contamination, threshold, sample_weight)
+        base = (xp.ones(x.shape[0], x.dtype) if sample_weight is None
+                else xp.asarray(sample_weight, x.dtype))
+        result = fit(key, x, n_components, sample_weight=xp.where(keep, base, 0.0).astype(x.dtype),
+                     **fit_kwargs)
+        scores, offset = _scores_and_offset(result, x, contamination, threshold, sample_weight)
+    if isinstance(scores, np.ndarray):
+        scores, offset = jax.device_put((scores, offset))
     return OutlierFit(result, offset, scores)
+
+
+def _scores_and_offset(result, x, contamination, threshold, sample_weight):
+    """The training scores and the offset; on the host (NumPy) unless anything is traced."""
+    scores = log_prob(result.params, x)
+    if not is_traced(scores, sample_weight, contamination):
+        scores = np.asarray(scores)
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight)
+    return scores, _offset(scores, contamination, threshold, sample_weight)
 
 
 def _offset(scores, contamination, threshold, sample_weight=None):
     if threshold is not None:
-        return jnp.asarray(threshold, scores.dtype)
+        return array_namespace(scores).asarray(threshold, scores.dtype)
     return contamination_threshold(scores, contamination, sample_weight)
 
 

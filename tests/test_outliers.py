@@ -172,3 +172,29 @@ def test_detector_bad_inputs(blobs):
                           GaussianMixtureOutlierDetector(n_init=2, max_iter=5, novelty=True)])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+@pytest.mark.parametrize("refit, weighted", [(False, False), (True, False), (True, True)])
+def test_functional_detector_compiles_only_the_fit_and_evaluation(refit, weighted, caplog):
+    """NumPy rows, scores, offsets and refit weights stay on the host: fit_outlier_detector
+    compiles the fit and evaluation programs and no eager XLA op (the percentile, the refit
+    weights); the offset is NumPy's percentile of the returned scores and the results are jax
+    arrays."""
+    import logging
+    rng = np.random.default_rng(3 + refit + weighted)
+    x = rng.normal(size=(877 + 3 * refit + weighted, 2)).astype(np.float32)
+    w = rng.uniform(0.5, 2.0, len(x)).astype(np.float32) if weighted else None
+    key = jax.block_until_ready(jax.random.key(4))
+    with caplog.at_level(logging.WARNING), jax.log_compiles(True):
+        res = gmmjax.fit_outlier_detector(key, x, 2, contamination=0.05, max_iter=10,
+                                          refit_on_inliers=refit, sample_weight=w)
+    compiled = {r.getMessage().split()[1] for r in caplog.records
+                if r.getMessage().startswith("Compiling ")}
+    assert compiled <= {"jit(_fit_program)", "jit(evaluate)"}, compiled
+    assert isinstance(res.offset, jax.Array) and isinstance(res.scores, jax.Array)
+    scores = np.asarray(res.scores)
+    np.testing.assert_allclose(scores, np.asarray(gmmjax.log_prob(res.params, x)), rtol=1e-6)
+    expected = (np.percentile(scores, 5.0) if w is None
+                else float(contamination_threshold(jax.numpy.asarray(scores), 0.05, w)))
+    np.testing.assert_allclose(float(res.offset), expected, rtol=1e-5)
+    assert np.asarray(res.labels).tolist() == np.where(scores < float(res.offset), -1, 1).tolist()
