@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .compile_cache import cached_jit
 from .em import FitResult
 from .fit import fit
 from .rows import bucket_rows
@@ -25,6 +26,17 @@ def pad_datasets(datasets, sample_weights=None):
     X[b])`` without them counts the padding rows as data (a wrong log-likelihood and n); use
     ``gmmjax.bic(p, X[b], sample_weight=W[b])``, or score the unpadded ``datasets[b]``.
     """
+    return jax.device_put(_padded_on_host(datasets, sample_weights))   # no XLA op to compile
+
+
+@cached_jit
+def _dataset_keys(key, indices):
+    """(B,) keys ``fold_in(key, b)`` (one small program per B, cached on disk)."""
+    return jax.vmap(jax.random.fold_in, (None, 0))(key, indices)
+
+
+def _padded_on_host(datasets, sample_weights=None):
+    """:func:`pad_datasets` as NumPy arrays (X (B, N_max, D), W (B, N_max))."""
     if isinstance(datasets, (np.ndarray, jax.Array)):
         if np.ndim(datasets) != 3:
             raise ValueError(f"datasets as one array must have shape (B, n_samples, n_features); "
@@ -68,7 +80,6 @@ def pad_datasets(datasets, sample_weights=None):
     bad_w = ~np.isfinite(W).all(axis=1) | (W < 0).any(axis=1) | ~(W.sum(axis=1) > 0)
     for b in np.flatnonzero(bad_w):
         check_sample_weight(W[b, :arrays[b].shape[0]], arrays[b].shape[0], dtype)
-    X, W = jnp.asarray(X), jnp.asarray(W)
     return X, W
 
 
@@ -110,15 +121,16 @@ def fit_many(key: jax.Array, datasets, n_components: int, *, sample_weights=None
                              else "."))
     if not isinstance(datasets, (np.ndarray, jax.Array)):
         datasets = list(datasets)
-    X, W = pad_datasets(datasets, sample_weights)
-    counts = np.asarray(jnp.sum(W > 0, axis=1))
+    X, W = _padded_on_host(datasets, sample_weights)
+    counts = np.sum(W > 0, axis=1)
     if counts.min() < n_components:
         b = int(np.argmin(counts))
         raise ValueError(f"Expected n_samples >= n_components but got n_components = "
                          f"{n_components}, n_samples = {int(counts[b])} (datasets[{b}])")
     for x in datasets[:1] if isinstance(datasets, (np.ndarray, jax.Array)) else datasets:
         warn_if_narrowed(x, "fit_many")      # valid input, computed in float32
-    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(X.shape[0]))
+    keys = _dataset_keys(key, np.arange(X.shape[0], dtype=np.uint32))
+    X, W = jax.device_put((X, W))
     init = fit_kwargs.pop("init", "kmeans")
     if isinstance(init, str) or np.ndim(init.weights) == 1:
         return jax.vmap(lambda k, x, w: fit(k, x, n_components, sample_weight=w, init=init,

@@ -22,7 +22,9 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from .covariance import array_namespace
 from .em import Status, params_from_stats
 from .params import MixtureParams
 from .sgd import (check_array_data, check_training_options, epoch_batches, initial_params,
@@ -124,8 +126,9 @@ class OnlineResult(NamedTuple):
 
 
 def _status(ok, n_failed):
+    xp = array_namespace(n_failed)
     bad = (~ok) | (n_failed > 0)
-    return jnp.where(bad, Status.ILL_DEFINED_COVARIANCE, Status.MAX_ITER_REACHED).astype(jnp.int32)
+    return xp.where(bad, Status.ILL_DEFINED_COVARIANCE, Status.MAX_ITER_REACHED).astype(np.int32)
 
 
 def _setup(key, x, w, init_params, reg_covar, n_components, covariance_type, init_name):
@@ -224,7 +227,7 @@ def fit_online(key: jax.Array, data, n_components: int, *, covariance_type: str 
         x, w, init_name, init_params = check_array_data(data, sample_weight, n_components, init,
                                                         covariance_type)
         n = x.shape[0]
-        return _fit_online_array(key, x, w, init_params, jnp.asarray(reg_covar, x.dtype),
+        return _fit_online_array(key, x, w, init_params, np.asarray(reg_covar, x.dtype),
                                  step_size=step_size, n_components=n_components,
                                  covariance_type=covariance_type, init_name=init_name,
                                  n_epochs=10 if n_epochs is None else n_epochs,
@@ -236,7 +239,7 @@ def fit_online(key: jax.Array, data, n_components: int, *, covariance_type: str 
     epochs, n_epochs, x0, w0, init_name, init_params = start_batches(
         key, data, n_epochs, sample_size, warmup_batches, init, covariance_type, n_components)
     d, dtype = x0.shape[1], x0.dtype
-    reg = jnp.asarray(reg_covar, dtype)
+    reg = np.asarray(reg_covar, dtype)      # host scalars and results: no eager XLA op
     state, ok = _online_setup(key, x0, w0, init_params, reg, n_components=n_components,
                               covariance_type=covariance_type, init_name=init_name)
     rows = None
@@ -254,8 +257,10 @@ def fit_online(key: jax.Array, data, n_components: int, *, covariance_type: str 
         if count == 0:
             raise ValueError(f"data yielded no batches in epoch {epoch}; a callable must return "
                              "a fresh iterable of batches on every call.")
-    return OnlineResult(state.params, jnp.array(jnp.nan, dtype), jnp.stack(lls), state.step,
-                        state.n_failed, _status(ok, state.n_failed), state)
+    ok, n_failed, lls = jax.device_get((ok, state.n_failed, lls))
+    nan, lls, status = jax.device_put((np.asarray(np.nan, dtype), np.asarray(lls, dtype),
+                                       _status(ok, n_failed)))
+    return OnlineResult(state.params, nan, lls, state.step, state.n_failed, status, state)
 
 
 @functools.lru_cache(maxsize=1)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .covariance import get_covariance_model
+from .covariance import array_namespace, get_covariance_model
 from .em import Status
 from .init import INIT_METHODS, initialize
 from .params import MixtureParams, from_precisions_cholesky
@@ -281,7 +281,7 @@ def start_batches(key, data, n_epochs: int | None, sample_size: int | None,
         def epochs():
             return pending.pop() if pending else map(split_batch, epoch_iterable())
 
-    x0, w0 = jnp.asarray(sample[0]), jnp.asarray(sample[1])
+    x0, w0 = jax.device_put((np.asarray(sample[0]), np.asarray(sample[1])))
     return (epochs, n_epochs, x0, w0) + _check_start(x0, w0, n_components, init, covariance_type)
 
 
@@ -329,18 +329,20 @@ def split_batch(batch, name="batch"):
         xb, wb = batch
     else:
         xb, wb = batch, None
-    xb = check_data(xb, name)
-    return xb, check_sample_weight(wb, xb.shape[0], xb.dtype)
+    xb = check_data(xb, name, host=True)     # NumPy batches stay NumPy (nothing compiled)
+    return xb, check_sample_weight(wb, xb.shape[0], xb.dtype, host=isinstance(xb, np.ndarray))
 
 
 def pad_batch(x, w, rows: int):
-    """Pad a batch with zero-weight rows to a multiple of ``rows`` (few distinct shapes)."""
+    """Pad a batch with zero-weight rows to a multiple of ``rows`` (few distinct shapes); NumPy
+    batches are padded on the host."""
     n = x.shape[0]
     target = -(-n // rows) * rows
     if target == n:
         return x, w
-    return (jnp.concatenate([x, jnp.zeros((target - n, x.shape[1]), x.dtype)]),
-            jnp.concatenate([w, jnp.zeros((target - n,), w.dtype)]))
+    xp = array_namespace(x)
+    return (xp.concatenate([x, xp.zeros((target - n, x.shape[1]), x.dtype)]),
+            xp.concatenate([w, xp.zeros((target - n,), w.dtype)]))
 
 
 def check_init(init, covariance_type: str, n_components: int, n_features: int):
@@ -399,9 +401,10 @@ def _default_optimizer(learning_rate: float) -> optax.GradientTransformation:
 
 
 def _status(ok, n_nonfinite):
-    return jnp.where(~ok, Status.ILL_DEFINED_COVARIANCE,
-                     jnp.where(n_nonfinite > 0, Status.NONFINITE, Status.MAX_ITER_REACHED)
-                     ).astype(jnp.int32)
+    xp = array_namespace(n_nonfinite)
+    return xp.where(~ok, Status.ILL_DEFINED_COVARIANCE,
+                    xp.where(n_nonfinite > 0, Status.NONFINITE, Status.MAX_ITER_REACHED)
+                    ).astype(np.int32)
 
 
 @functools.partial(jax.jit, static_argnames=("optimizer", "n_components", "covariance_type",
@@ -535,7 +538,7 @@ def fit_sgd(key: jax.Array, data, n_components: int, *, covariance_type: str = "
         n, d = x.shape
         if user_prior is not None:
             user_prior = _check_prior(user_prior, d, x.dtype)
-        return _fit_sgd_array(key, x, w, init_params, user_prior, jnp.asarray(reg_covar, x.dtype),
+        return _fit_sgd_array(key, x, w, init_params, user_prior, np.asarray(reg_covar, x.dtype),
                               optimizer=optimizer, n_components=n_components,
                               covariance_type=covariance_type, init_name=init_name,
                               n_epochs=100 if n_epochs is None else n_epochs,
@@ -554,7 +557,7 @@ def fit_sgd(key: jax.Array, data, n_components: int, *, covariance_type: str = "
     if user_prior is not None:
         user_prior = _check_prior(user_prior, d, dtype)
     state, ok, prior_f, frame = _sgd_setup(
-        key, x0, w0, init_params, user_prior, jnp.asarray(reg_covar, dtype), optimizer=optimizer,
+        key, x0, w0, init_params, user_prior, np.asarray(reg_covar, dtype), optimizer=optimizer,
         n_components=n_components, covariance_type=covariance_type, init_name=init_name,
         use_prior=use_prior)
     n_total = None if n_samples is None else jnp.asarray(n_samples, dtype)
@@ -575,8 +578,10 @@ def fit_sgd(key: jax.Array, data, n_components: int, *, covariance_type: str = "
                              "a fresh iterable of batches on every call.")
         losses.append(total / weight)
     final = params_from_frame(from_unconstrained(state.params), *frame)
-    return SGDResult(final, jnp.array(jnp.nan, dtype), jnp.stack(losses), state.step,
-                     state.n_nonfinite, _status(ok, state.n_nonfinite), state, frame)
+    ok, n_nonfinite, losses = jax.device_get((ok, state.n_nonfinite, losses))
+    nan, losses, status = jax.device_put((np.asarray(np.nan, dtype), np.asarray(losses, dtype),
+                                          _status(ok, n_nonfinite)))
+    return SGDResult(final, nan, losses, state.step, state.n_nonfinite, status, state, frame)
 
 
 def _check_prior(prior: ConjugatePrior, d: int, dtype) -> ConjugatePrior:

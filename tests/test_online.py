@@ -180,3 +180,24 @@ def test_ordered_batches_need_a_schedule_that_does_not_forget(covariance_type):
     # The default schedule forgets: it ends fitted to the last batches (the second cluster).
     forget = gj.fit_online(key, batches, 2, **kw)
     assert float(jnp.mean(gj.log_prob(forget.params, x))) < ll_em - 0.05
+
+
+def test_host_batches_compile_only_the_online_programs(caplog):
+    """NumPy batches stay on the host (checks, weights, padding, the reservoir sample) and the
+    result's scalars and losses are assembled on the host: fit_online over batches compiles its
+    setup, step and seed programs and no eager XLA op; the losses are one per batch, finite."""
+    import logging
+    rng = np.random.default_rng(21)
+    batches = [rng.normal(size=(n, 2)).astype(np.float32) + 3 * (i % 2)
+               for i, n in enumerate([300, 300, 211])]
+    key = jax.block_until_ready(jax.random.key(6))
+    with caplog.at_level(logging.WARNING), jax.log_compiles(True):
+        res = gj.fit_online(key, lambda: iter(batches), 2, covariance_type="diag",
+                            batch_size=128)
+    compiled = {r.getMessage().split()[1] for r in caplog.records
+                if r.getMessage().startswith("Compiling ")}
+    assert compiled <= {"jit(_online_setup)", "jit(_online_step_jit)", "jit(_seed_words)"}, \
+        compiled
+    losses = np.asarray(res.batch_log_likelihoods)
+    assert losses.shape == (3,) and np.all(np.isfinite(losses))
+    assert isinstance(res.status, jax.Array) and int(res.status) == int(gj.Status.MAX_ITER_REACHED)
