@@ -58,7 +58,7 @@ def _criterion(params, X, sample_weight, penalty) -> jnp.ndarray:
         w = xp.asarray(sample_weight, ll.dtype)
         total, n = xp.sum(w * ll), xp.sum(w)
     value = -2.0 * total + penalty(n_parameters(params), n, xp)
-    return value if traced else jnp.asarray(np.asarray(value, ll.dtype))
+    return value if traced else jax.device_put(np.asarray(value, ll.dtype))   # no XLA op
 
 
 def bic(params: MixtureParams, X, sample_weight=None) -> jnp.ndarray:

@@ -196,7 +196,7 @@ def test_bic_aic_host_sums_match_traced_and_numpy(dtype, rtol, caplog):
             gmmjax.bic(params, new_rows)
         compiled = [r.getMessage().split()[1] for r in caplog.records
                     if r.getMessage().startswith("Compiling ")]
-        assert set(compiled) <= {"jit(evaluate)", "jit(stage)"}, compiled
+        assert set(compiled) <= {"jit(evaluate)"}, compiled     # the result: device_put
         traced = {"bic": jax.jit(gmmjax.bic)(params, x), "aic": jax.jit(gmmjax.aic)(params, x),
                   "bic_w": jax.jit(gmmjax.bic)(params, x, w)}
     for name, value in want.items():
