@@ -179,6 +179,38 @@ def test_em_step_matches_fit_iteration(blobs, x64):
     np.testing.assert_allclose(m_params.means, new.means, rtol=1e-10)
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "spherical"])
+def test_public_steps_compile_one_program_each(covariance_type, caplog):
+    """e_step, m_step and em_step on concrete (NumPy) arrays compile one program each (op by op
+    they were dozens of eager compiles) and give the values of their unjitted bodies; they
+    still compose with grad."""
+    import logging
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=(389, 3)) + rng.integers(0, 2, 389)[:, None] * 4).astype(np.float32)
+    p = gj.fit(KEY, x, 2, covariance_type=covariance_type, max_iter=3).params
+    jax.block_until_ready(p)
+    with caplog.at_level(logging.WARNING), jax.log_compiles(True):
+        ll, log_resp = gj.e_step(p, x)
+        m_params, ok_m = gj.m_step(x, np.exp(np.asarray(log_resp)), covariance_type)
+        new, ll2, ok = gj.em_step(p, x, reg_covar=1e-6)
+    compiled = {r.getMessage().split()[1] for r in caplog.records
+                if r.getMessage().startswith("Compiling ")}
+    assert compiled <= {"jit(e_step)", "jit(m_step)", "jit(em_step)"}, compiled
+    with jax.disable_jit():
+        ll_ref, log_resp_ref = gj.e_step(p, x)
+        new_ref, _, _ = gj.em_step(p, x, reg_covar=1e-6)
+    np.testing.assert_allclose(float(ll), float(ll_ref), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(log_resp), np.asarray(log_resp_ref), rtol=1e-4,
+                               atol=1e-4)
+    np.testing.assert_allclose(np.asarray(new.means), np.asarray(new_ref.means), rtol=1e-4,
+                               atol=1e-4)
+    assert bool(ok) and bool(ok_m) and float(ll2) == pytest.approx(float(ll), rel=1e-5)
+    np.testing.assert_allclose(np.asarray(m_params.means), np.asarray(new.means), rtol=1e-3,
+                               atol=1e-3)
+    grad = jax.grad(lambda m: gj.e_step(p.replace(means=m), x)[0])(p.means)
+    assert grad.shape == p.means.shape and bool(jnp.all(jnp.isfinite(grad)))
+
+
 def test_predict_proba_and_sample(blobs):
     res = gj.fit(KEY, blobs.astype(np.float32), 2)
     proba = np.asarray(gj.predict_proba(res.params, blobs.astype(np.float32)))
