@@ -202,6 +202,12 @@ def params_to_frame(params: MixtureParams, shift, scale) -> MixtureParams:
                                     params.precisions_cholesky * scale, params.covariance_type)
 
 
+@jax.jit
+def _final_params(u, frame):
+    """The trained unconstrained params as MixtureParams in the data's frame (one program)."""
+    return params_from_frame(from_unconstrained(u), *frame)
+
+
 def params_from_frame(params: MixtureParams, shift, scale) -> MixtureParams:
     return from_precisions_cholesky(params.weights, params.means * scale + shift,
                                     params.precisions_cholesky / scale, params.covariance_type)
@@ -309,8 +315,8 @@ def check_array_data(data, sample_weight, n_components: int, init, covariance_ty
 
     -> (x (N, D), w (N,), init_name, init_params in x's dtype or None).
     """
-    x = check_data(data)
-    w = check_sample_weight(sample_weight, x.shape[0], x.dtype)
+    x = check_data(data, host=True)          # NumPy stays NumPy until the program takes it
+    w = check_sample_weight(sample_weight, x.shape[0], x.dtype, host=isinstance(x, np.ndarray))
     return (x, w) + _check_start(x, w, n_components, init, covariance_type)
 
 
@@ -560,11 +566,11 @@ def fit_sgd(key: jax.Array, data, n_components: int, *, covariance_type: str = "
         key, x0, w0, init_params, user_prior, np.asarray(reg_covar, dtype), optimizer=optimizer,
         n_components=n_components, covariance_type=covariance_type, init_name=init_name,
         use_prior=use_prior)
-    n_total = None if n_samples is None else jnp.asarray(n_samples, dtype)
+    n_total = None if n_samples is None else np.asarray(n_samples, dtype)
     rows = None
     losses = []
     for epoch in range(n_epochs):
-        total, weight, count = 0.0, 0.0, 0
+        per_batch = []          # (loss, weight) of each batch, summed on the host per epoch
         for xb, wb in epochs():
             if xb.shape[1] != d:
                 raise ValueError(f"batch has {xb.shape[1]} features; the first batch had {d}.")
@@ -572,13 +578,14 @@ def fit_sgd(key: jax.Array, data, n_components: int, *, covariance_type: str = "
             xb, wb = pad_batch(xb.astype(dtype), wb.astype(dtype), rows)
             state, loss, bw = _frame_step(state, xb, wb, frame, prior_f, n_total,
                                           optimizer=optimizer)
-            total, weight, count = total + loss * bw, weight + bw, count + 1
-        if count == 0:
+            per_batch.append((loss, bw))
+        if not per_batch:
             raise ValueError(f"data yielded no batches in epoch {epoch}; a callable must return "
                              "a fresh iterable of batches on every call.")
-        losses.append(total / weight)
-    final = params_from_frame(from_unconstrained(state.params), *frame)
-    ok, n_nonfinite, losses = jax.device_get((ok, state.n_nonfinite, losses))
+        loss_b, weight_b = np.asarray(jax.device_get(per_batch), np.float64).T
+        losses.append(np.sum(loss_b * weight_b) / np.sum(weight_b))
+    final = _final_params(state.params, frame)
+    ok, n_nonfinite = jax.device_get((ok, state.n_nonfinite))
     nan, losses, status = jax.device_put((np.asarray(np.nan, dtype), np.asarray(losses, dtype),
                                           _status(ok, n_nonfinite)))
     return SGDResult(final, nan, losses, state.step, state.n_nonfinite, status, state, frame)

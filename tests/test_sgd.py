@@ -288,3 +288,26 @@ def test_one_shot_iterator_warm_up():
     assert int(warm.n_steps) == 10
     with pytest.raises(ValueError, match="warmup_batches"):
         gj.fit_sgd(key, batches(), 2, warmup_batches=0, **kw)
+
+
+def test_host_paths_compile_only_the_sgd_programs(caplog):
+    """Array data and host batches stay NumPy until the programs take them, the per-epoch loss
+    is summed on the host and the final parameters come from one program: fit_sgd compiles its
+    own programs and no eager XLA op (over batches it compiled 55 before)."""
+    import logging
+    rng = np.random.default_rng(41)
+    x = (rng.normal(size=(600, 2)) + rng.integers(0, 2, 600)[:, None] * 4).astype(np.float32)
+    key = jax.block_until_ready(jax.random.key(9))
+    with caplog.at_level(logging.WARNING), jax.log_compiles(True):
+        on_array = gj.fit_sgd(key, x, 2, covariance_type="diag")
+        on_batches = gj.fit_sgd(key, lambda: iter([x[:250], x[250:500], x[500:]]), 2,
+                                covariance_type="diag", batch_size=128, n_epochs=2)
+    compiled = {r.getMessage().split()[1] for r in caplog.records
+                if r.getMessage().startswith("Compiling ")}
+    assert compiled <= {"jit(_fit_sgd_array)", "jit(_sgd_setup)", "jit(_frame_step)",
+                        "jit(_final_params)", "jit(_seed_words)"}, compiled
+    for res in (on_array, on_batches):
+        assert all(isinstance(a, jax.Array) for a in jax.tree_util.tree_leaves(res.params))
+        assert np.all(np.isfinite(np.asarray(res.params.means)))
+    assert np.asarray(on_batches.losses).shape == (2,)
+    assert np.all(np.isfinite(np.asarray(on_batches.losses)))
