@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .covariance import array_namespace
+from .rows import pad_to
+from .stats import pad_rows_to
 from .validation import check_data, check_int, check_sample_weight, is_traced
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -63,16 +64,6 @@ def _chunking(n: int, chunk: int | None, default: int) -> tuple[int, int]:
         size = _bucket(n)
         return size, size
     return chunk, -(-n // chunk) * chunk
-
-
-def _pad(a, rows: int, value=0.0):
-    """``a`` with rows of ``value`` appended up to ``rows`` (NumPy input stays NumPy: padding a
-    host array compiles nothing)."""
-    extra = rows - a.shape[0]
-    if extra == 0:
-        return a
-    xp = array_namespace(a)
-    return xp.concatenate([a, xp.full((extra,) + a.shape[1:], value, a.dtype)])
 
 
 def log_sum_kernels(queries: jax.Array, train: jax.Array, log_w: jax.Array, bandwidth,
@@ -172,7 +163,7 @@ def kde_log_prob(train, X, bandwidth=1.0, *, sample_weight=None, query_chunk: in
     qc, n_pad = _chunking(n, query_chunk, DEFAULT_QUERY_CHUNK)
     tc, m_pad = _chunking(m, train_chunk, DEFAULT_TRAIN_CHUNK)
     _check_span(train, x, w, h)
-    out = _kde_program(_pad(x, n_pad), _pad(train, m_pad), _pad(w, m_pad), h,
+    out = _kde_program(pad_rows_to(x, n_pad), *pad_to(train, w, m_pad), h,
                        query_chunk=qc, train_chunk=tc)
     if is_traced(out):
         return out[:n]

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .stats import chunked_sum
+from .stats import chunked_sum, pad_rows_to
 
 # Rows·K·D per automatic chunk (~512 KB of float32 temporaries: they stay in L2). Measured on a
 # 2-core CPU (ms per EM iteration, float32): N=100k D=2 K=8 full 44 (one chunk) -> 11 (8192 rows);
@@ -95,16 +95,9 @@ def auto_chunk_size(n: int, n_components: int, n_features: int) -> int | None:
 
 
 def pad_to(x: jax.Array, w: jax.Array, n_rows: int) -> tuple[jax.Array, jax.Array]:
-    """Append zero rows of zero weight up to ``n_rows`` rows: with NumPy when both are NumPy
-    arrays (host rows: no eager XLA program per shape), else with jax.numpy."""
-    n = x.shape[0]
-    if n_rows == n:
-        return x, w
-    if isinstance(x, np.ndarray) and isinstance(w, np.ndarray):
-        return (np.concatenate([x, np.zeros((n_rows - n,) + x.shape[1:], x.dtype)]),
-                np.concatenate([w, np.zeros((n_rows - n,), w.dtype)]))
-    return (jnp.concatenate([x, jnp.zeros((n_rows - n,) + x.shape[1:], x.dtype)]),
-            jnp.concatenate([w, jnp.zeros((n_rows - n,), w.dtype)]))
+    """Append zero rows of zero weight up to ``n_rows`` rows (NumPy arrays stay NumPy:
+    :func:`gmmjax.stats.pad_rows_to`)."""
+    return pad_rows_to(x, n_rows), pad_rows_to(w, n_rows)
 
 
 def pad_resp(resp, n_init: int, n_restarts: int, n_rows: int, n_components: int, dtype):

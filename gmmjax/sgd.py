@@ -29,7 +29,7 @@ from .covariance import array_namespace, get_covariance_model
 from .em import Status
 from .init import INIT_METHODS, initialize
 from .params import MixtureParams, from_precisions_cholesky
-from .stats import log_resp_and_norm, weighted_log_prob
+from .stats import log_resp_and_norm, pad_rows, weighted_log_prob
 from .unconstrained import UnconstrainedParams, from_unconstrained, to_unconstrained
 from .validation import (check_data, check_int, check_n_samples, check_nonnegative, check_params,
                          check_sample_weight)
@@ -342,13 +342,7 @@ def split_batch(batch, name="batch"):
 def pad_batch(x, w, rows: int):
     """Pad a batch with zero-weight rows to a multiple of ``rows`` (few distinct shapes); NumPy
     batches are padded on the host."""
-    n = x.shape[0]
-    target = -(-n // rows) * rows
-    if target == n:
-        return x, w
-    xp = array_namespace(x)
-    return (xp.concatenate([x, xp.zeros((target - n, x.shape[1]), x.dtype)]),
-            xp.concatenate([w, xp.zeros((target - n,), w.dtype)]))
+    return pad_rows(x, w, rows)
 
 
 def check_init(init, covariance_type: str, n_components: int, n_features: int):

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from .covariance import (LOG_2PI, TYPE_CODES, UNROLLED_SCATTER_D, centred_rows_minor,
+from .covariance import (LOG_2PI, TYPE_CODES, UNROLLED_SCATTER_D, array_namespace,
+                         centred_rows_minor,
                          get_covariance_model)
 from .params import MixtureParams, from_full_layout
 
@@ -147,14 +148,20 @@ def chunk_stats(params: MixtureParams, x: jax.Array, w: jax.Array, shift: jax.Ar
                             params.means - shift, params.covariance_type)[0]
 
 
+def pad_rows_to(a, n_rows: int):
+    """``a`` with zero rows appended up to ``n_rows`` rows; NumPy input is padded with NumPy (host
+    arrays: no eager XLA program per shape), anything else with jax.numpy."""
+    extra = n_rows - a.shape[0]
+    if extra == 0:
+        return a
+    xp = array_namespace(a)
+    return xp.concatenate([a, xp.zeros((extra,) + a.shape[1:], a.dtype)])
+
+
 def pad_rows(x: jax.Array, w: jax.Array, multiple: int) -> tuple[jax.Array, jax.Array]:
     """Pad rows to a multiple of ``multiple`` with zero rows of zero weight."""
-    n = x.shape[0]
-    extra = (-n) % multiple
-    if extra == 0:
-        return x, w
-    return (jnp.concatenate([x, jnp.zeros((extra,) + x.shape[1:], x.dtype)]),
-            jnp.concatenate([w, jnp.zeros((extra,), w.dtype)]))
+    n_rows = x.shape[0] + (-x.shape[0]) % multiple
+    return pad_rows_to(x, n_rows), pad_rows_to(w, n_rows)
 
 
 def transposed_chunks(x: jax.Array, chunk_size: int) -> jax.Array:

@@ -355,7 +355,6 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
                         f"{type(chunks).__name__}.")
     init_name = init_method_name(init)
     n_proc = jax.process_count()
-    replicate = jax.device_put      # host values to the device once (no XLA op to compile)
     n_local_dev = 1
     if mesh is not None:
         from jax.sharding import NamedSharding
@@ -373,6 +372,8 @@ def fit_stream(key: jax.Array, chunks, n_components: int, *, covariance_type: st
                 a = np.asarray(a)
                 return jax.make_array_from_callback(a.shape, rep, lambda idx: a[idx])
             return jax.tree_util.tree_map(one, tree)
+    else:
+        replicate = jax.device_put      # host values to the device once (no XLA op to compile)
 
     # ---- first pass: shape, totals, reservoir sample
     t0 = time.perf_counter()

@@ -49,7 +49,7 @@ from ..density import eval_rows
 from ..em import Status
 from ..interpreter import collector_paused
 from ..missing import fill_missing
-from ..rows import bucket_rows
+from ..rows import bucket_rows, pad_to
 
 __all__ = ["BaseMixtureEstimator", "ILL_DEFINED_MESSAGE", "UNUSED_KEY", "initial_resp", "pad_rows",
            "random_key", "x64_scope"]
@@ -161,12 +161,8 @@ def pad_rows(x: np.ndarray, sample_weight=None, chunk_size: int | None = None):
     checks and user code produce share compiled programs. -> (x, w) numpy; w has ones for the
     real rows when ``sample_weight`` is None."""
     n = x.shape[0]
-    n_pad = padded_rows(n, chunk_size)
     w = np.ones(n, x.dtype) if sample_weight is None else np.asarray(sample_weight, x.dtype)
-    if n_pad == n:
-        return x, w
-    return (np.concatenate([x, np.zeros((n_pad - n,) + x.shape[1:], x.dtype)]),
-            np.concatenate([w, np.zeros(n_pad - n, x.dtype)]))
+    return pad_to(np.asarray(x), w, padded_rows(n, chunk_size))
 
 
 class BaseMixtureEstimator(DensityMixin, BaseEstimator):
