@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +12,8 @@ from .compile_cache import cached_jit
 from .em import FitResult
 from .fit import fit
 from .rows import bucket_rows
-from .validation import check_data, check_sample_weight, float_dtype, warn_if_narrowed
+from .validation import (as_operand, check_data, check_em_options, check_sample_weight,
+                         float_dtype, init_method_name, warn_if_narrowed)
 
 __all__ = ["fit_many", "pad_datasets"]
 
@@ -27,6 +30,27 @@ def pad_datasets(datasets, sample_weights=None):
     ``gmmjax.bic(p, X[b], sample_weight=W[b])``, or score the unpadded ``datasets[b]``.
     """
     return jax.device_put(_padded_on_host(datasets, sample_weights))   # no XLA op to compile
+
+
+# fit's options that shape the program (static) and those it takes as operands (traced)
+_STATIC_OPTIONS = ("covariance_type", "n_init", "max_iter", "chunk_size", "missing")
+_OPERAND_OPTIONS = ("tol", "reg_covar", "initial_lower_bound")
+
+
+@functools.partial(cached_jit, static_argnames=("n_components", "init_method", "init_axis")
+                   + _STATIC_OPTIONS)
+def _many_program(keys, X, W, init, operands, *, n_components, init_method, init_axis,
+                  covariance_type, n_init, max_iter, chunk_size, missing):
+    """``vmap`` of :func:`gmmjax.fit` over datasets (keys (B,), X (B, N, D), W (B, N)) as one
+    program, cached on disk like the single fit's: ``init`` MixtureParams (shared,
+    ``init_axis`` None, or per dataset, 0) or None for ``init_method``; ``operands`` the traced
+    options (tol, reg_covar, initial_lower_bound)."""
+    def one(key, x, w, params):
+        return fit(key, x, n_components, sample_weight=w,
+                   init=init_method if params is None else params,
+                   covariance_type=covariance_type, n_init=n_init, max_iter=max_iter,
+                   chunk_size=chunk_size, missing=missing, **operands)
+    return jax.vmap(one, in_axes=(0, 0, 0, init_axis))(keys, X, W, init)
 
 
 @cached_jit
@@ -130,13 +154,28 @@ def fit_many(key: jax.Array, datasets, n_components: int, *, sample_weights=None
     for x in datasets[:1] if isinstance(datasets, (np.ndarray, jax.Array)) else datasets:
         warn_if_narrowed(x, "fit_many")      # valid input, computed in float32
     keys = _dataset_keys(key, np.arange(X.shape[0], dtype=np.uint32))
-    X, W = jax.device_put((X, W))
     init = fit_kwargs.pop("init", "kmeans")
-    if isinstance(init, str) or np.ndim(init.weights) == 1:
-        return jax.vmap(lambda k, x, w: fit(k, x, n_components, sample_weight=w, init=init,
-                                            **fit_kwargs))(keys, X, W)
-    if np.shape(init.weights)[0] != X.shape[0]:
-        raise ValueError(f"init params with a leading axis must have one entry per dataset "
-                         f"({X.shape[0]}); got weights of shape {np.shape(init.weights)}.")
-    return jax.vmap(lambda k, x, w, p: fit(k, x, n_components, sample_weight=w, init=p,
-                                           **fit_kwargs))(keys, X, W, init)
+    unknown = set(fit_kwargs) - set(_STATIC_OPTIONS) - set(_OPERAND_OPTIONS)
+    if unknown:
+        raise TypeError(f"fit_many got unexpected keyword arguments {sorted(unknown)}.")
+    options = {"covariance_type": "full", "n_init": 1, "max_iter": 100, "tol": 1e-3,
+               "reg_covar": 1e-6, "chunk_size": None, "missing": "error",
+               "initial_lower_bound": None, **fit_kwargs}
+    # the host checks fit makes on concrete options (inside the program they are traced)
+    _, options["n_init"], options["max_iter"], options["chunk_size"] = check_em_options(
+        n_components, options["n_init"], options["max_iter"], options["tol"],
+        options["reg_covar"], options["covariance_type"], options["chunk_size"])
+    init_method = init_method_name(init)
+    init_axis = None
+    if init_method == "params":
+        init_axis = None if np.ndim(init.weights) == 1 else 0
+        if init_axis == 0 and np.shape(init.weights)[0] != X.shape[0]:
+            raise ValueError(f"init params with a leading axis must have one entry per dataset "
+                             f"({X.shape[0]}); got weights of shape {np.shape(init.weights)}.")
+    operands = {name: None if options[name] is None else as_operand(options[name], X.dtype)
+                for name in _OPERAND_OPTIONS}
+    return _many_program(keys, X, W, init if init_method == "params" else None, operands,
+                         n_components=n_components,
+                         init_method=None if init_method == "params" else init_method,
+                         init_axis=init_axis,
+                         **{name: options[name] for name in _STATIC_OPTIONS})

@@ -80,6 +80,10 @@ def test_bad_inputs():
         fit_many(key, [], K)
     with pytest.raises(ValueError, match="NaN"):
         fit_many(key, [data[0], np.full((5, 2), np.nan)], K)
+    with pytest.raises(ValueError, match="tol must be a non-negative"):
+        fit_many(key, data, K, tol=-1.0)                      # checked on the host
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        fit_many(key, data, K, max_iters=3)
     with pytest.raises(ValueError, match="sample_weights has"):
         fit_many(key, data, K, sample_weights=[None])
     with pytest.raises(ValueError, match="non-negative"):
@@ -94,8 +98,8 @@ def test_bad_inputs():
 
 def test_host_padding_and_keys_compile_nothing_eager(caplog):
     """Ragged NumPy datasets are padded and counted on the host and the per-dataset keys are one
-    small cached program: a first fit_many compiles that, the vmapped fit program, and only the
-    slices of the fit's results that the (unjitted) vmap applies; values equal the looped fits."""
+    small cached program: a first fit_many compiles that and its one program (the vmapped fit,
+    results included: no eager slices); values equal the looped fits."""
     import logging
     rng = np.random.default_rng(31)
     data = [rng.normal(size=(n, 2)).astype(np.float32) + 2 for n in (97, 130, 64)]
@@ -104,8 +108,43 @@ def test_host_padding_and_keys_compile_nothing_eager(caplog):
         res = fit_many(key, data, 2, covariance_type="diag", max_iter=10)
     compiled = {r.getMessage().split()[1] for r in caplog.records
                 if r.getMessage().startswith("Compiling ")}
-    assert compiled <= {"jit(_dataset_keys)", "jit(_fit_program)", "jit(dynamic_slice)"}, compiled
+    assert compiled <= {"jit(_dataset_keys)", "jit(_many_program)"}, compiled
     for b, x in enumerate(data):
         one = gj.fit(jax.random.fold_in(key, b), x, 2, covariance_type="diag", max_iter=10)
         np.testing.assert_allclose(np.asarray(res.params.means[b]), np.asarray(one.params.means),
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_program_is_cached_on_disk_and_options_are_operands(tmp_path):
+    """fit_many is one cached program: stored on its first call, loaded (not recompiled) once
+    memory is cleared, with equal results; tol and reg_covar are operands (a new value
+    reuses the program and changes the result as a separate fit with that value)."""
+    from gmmjax import compile_cache
+    rng = np.random.default_rng(5)
+    data = [rng.normal(size=(n, 2)).astype(np.float32) for n in (80, 100)]
+    key = jax.random.key(4)
+    compile_cache.configure(tmp_path / "cache", enabled=True)
+    try:
+        n = len(compile_cache.events())
+        first = fit_many(key, data, 2, covariance_type="diag", max_iter=5, tol=0.0)
+        kinds = {(e.function.rsplit(".", 1)[-1], e.kind) for e in compile_cache.events()[n:]}
+        assert ("_many_program", "compile") in kinds, kinds
+        compile_cache.clear_memory()
+        n = len(compile_cache.events())
+        again = fit_many(key, data, 2, covariance_type="diag", max_iter=5, tol=0.0)
+        kinds = {(e.function.rsplit(".", 1)[-1], e.kind) for e in compile_cache.events()[n:]}
+        assert ("_many_program", "load") in kinds and not any(k == "compile" for _, k in kinds)
+        np.testing.assert_array_equal(np.asarray(again.params.means),
+                                      np.asarray(first.params.means))
+        n = len(compile_cache.events())
+        other = fit_many(key, data, 2, covariance_type="diag", max_iter=5, tol=0.0,
+                         reg_covar=0.5)
+        assert compile_cache.events()[n:] == []          # same program, new operand value
+    finally:
+        compile_cache.configure()
+    one = gj.fit(jax.random.fold_in(key, 1), data[1], 2, covariance_type="diag", max_iter=5,
+                 tol=0.0, reg_covar=0.5)
+    np.testing.assert_allclose(np.asarray(other.params.covariances[1]),
+                               np.asarray(one.params.covariances), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(np.asarray(other.params.covariances),
+                           np.asarray(first.params.covariances))
