@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .compile_cache import cached_jit
 from .rows import pad_to
 from .stats import pad_rows_to
 from .validation import check_data, check_int, check_sample_weight, is_traced
@@ -101,7 +102,7 @@ def log_sum_kernels(queries: jax.Array, train: jax.Array, log_w: jax.Array, band
     return jax.lax.map(one_query_chunk, q_blocks).reshape(-1)
 
 
-@functools.partial(jax.jit, static_argnames=("query_chunk", "train_chunk"))
+@functools.partial(cached_jit, static_argnames=("query_chunk", "train_chunk"))
 def _kde_program(queries, train, w, bandwidth, *, query_chunk, train_chunk):
     """(Q,) log densities; ``w`` (M,) weights, 0 on padded training rows."""
     h = jnp.asarray(bandwidth, train.dtype)
@@ -170,7 +171,7 @@ def kde_log_prob(train, X, bandwidth=1.0, *, sample_weight=None, query_chunk: in
     return jax.device_put(jax.device_get(out)[:n])     # sliced on the host: no compile per n
 
 
-@functools.partial(jax.jit, static_argnames=("n_samples",))
+@functools.partial(cached_jit, static_argnames=("n_samples",))
 def _kde_sample(key, train, w, bandwidth, n_samples):
     pick_key, noise_key = jax.random.split(key)
     cum = jnp.cumsum(w)

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .compile_cache import cached_jit
 from .covariance import LOG_2PI, array_namespace, centred_rows_minor, get_covariance_model
 from .params import MixtureParams
 from .rows import LOCAL, Rows
@@ -388,7 +389,7 @@ def _rows(params: MixtureParams, x: jax.Array, buckets: tuple[int, ...], draws=N
     return _switch_slots(one, x, buckets)
 
 
-@functools.partial(jax.jit, static_argnames=("chunk_size", "buckets", "part"))
+@functools.partial(cached_jit, static_argnames=("chunk_size", "buckets", "part"))
 def _evaluate(params, x, key, *, chunk_size, buckets, part):
     xs, order = sort_by_missing(x)
     n, d = x.shape

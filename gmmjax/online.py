@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .compile_cache import cached_jit
 from .covariance import array_namespace
 from .em import Status, params_from_stats
 from .params import MixtureParams
@@ -32,14 +33,25 @@ from .sgd import (check_array_data, check_training_options, epoch_batches, initi
 from .stats import SuffStats, rows_minor_stats, weighted_log_prob_rows_minor
 
 
-def stepwise_schedule(t0: float = 2.0, kappa: float = 0.6) -> Callable:
+class StepwiseSchedule(NamedTuple):
+    """ρ_t = (t + t0)^(−kappa) as a callable schedule. A tuple of plain numbers, so schedules
+    with equal values share compiled programs, in this process and in gmmjax's on-disk cache."""
+
+    t0: float
+    kappa: float
+
+    def __call__(self, count):
+        return (count + self.t0) ** (-self.kappa)
+
+
+def stepwise_schedule(t0: float = 2.0, kappa: float = 0.6) -> StepwiseSchedule:
     """ρ_t = (t + t0)^(−kappa), the classic stepwise-EM step size (an optax-style schedule).
     Use kappa in (0.5, 1] for convergence; ``optax.constant_schedule(c)`` to track drift."""
     if not (isinstance(kappa, numbers.Real) and 0 < kappa <= 1):
         raise ValueError(f"kappa must be in (0, 1]; got {kappa!r}.")
     if not (isinstance(t0, numbers.Real) and t0 >= 1):
         raise ValueError(f"t0 must be >= 1 (so that the step size is <= 1); got {t0!r}.")
-    return lambda count: (count + t0) ** (-kappa)
+    return StepwiseSchedule(float(t0), float(kappa))
 
 
 class OnlineState(NamedTuple):
@@ -140,7 +152,7 @@ def _setup(key, x, w, init_params, reg_covar, n_components, covariance_type, ini
     return params.replace(means=params.means + shift), ok
 
 
-@functools.partial(jax.jit, static_argnames=("step_size", "n_components", "covariance_type",
+@functools.partial(cached_jit, static_argnames=("step_size", "n_components", "covariance_type",
                                              "init_name", "n_epochs", "batch_size", "shuffle"))
 def _fit_online_array(key, x, w, init_params, reg_covar, *, step_size, n_components,
                       covariance_type, init_name, n_epochs, batch_size, shuffle):
@@ -163,14 +175,14 @@ def _fit_online_array(key, x, w, init_params, reg_covar, *, step_size, n_compone
                         _status(ok, state.n_failed), state)
 
 
-@functools.partial(jax.jit, static_argnames=("n_components", "covariance_type", "init_name"))
+@functools.partial(cached_jit, static_argnames=("n_components", "covariance_type", "init_name"))
 def _online_setup(key, x, w, init_params, reg_covar, *, n_components, covariance_type, init_name):
     params, ok = _setup(key, x, w, init_params, reg_covar, n_components, covariance_type,
                         init_name)
     return online_init(params, x, w), ok
 
 
-@functools.partial(jax.jit, static_argnames=("step_size",))
+@functools.partial(cached_jit, static_argnames=("step_size",))
 def _online_step_jit(state, x, w, reg_covar, *, step_size):
     return online_step(state, x, w, step_size=step_size, reg_covar=reg_covar)
 

@@ -328,3 +328,41 @@ def test_a_compile_returns_its_freed_heap(tmp_path, monkeypatch, cached):
         assert len(calls) == 2
     finally:
         compile_cache.configure()
+
+
+def _kinds(before):
+    return {(e.function.rsplit(".", 1)[-1], e.kind) for e in compile_cache.events()[before:]}
+
+
+@pytest.mark.parametrize("what", ["kde", "kde_sample", "missing", "online"])
+def test_public_programs_are_stored_and_loaded(cache, what):
+    """The KDE, missing-value evaluation and online-EM programs are cached_jit programs: a
+    first call stores them, a process with nothing in memory loads them (no compile), with
+    equal results. The default online schedule is a tuple of numbers, so equal schedules
+    share the program (a lambda would not be a cacheable static)."""
+    import gmmjax as gj
+    from gmmjax.online import stepwise_schedule
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(150, 2)).astype(np.float32)
+    holes = x.copy()
+    holes[rng.random(x.shape) < 0.2] = np.nan
+    params = gj.fit(jax.random.key(0), x, 2, covariance_type="diag", max_iter=5).params
+    calls = {
+        "kde": ("_kde_program", lambda: gj.kde_log_prob(x[:40], x, bandwidth=0.5)),
+        "kde_sample": ("_kde_sample", lambda: gj.KernelDensity(bandwidth=0.5).fit(x)
+                       .sample(7, random_state=1)),
+        "missing": ("_evaluate", lambda: gj.impute(params, holes)),
+        "online": ("_fit_online_array", lambda: gj.fit_online(
+            jax.random.key(1), x, 2, n_epochs=1, batch_size=50).params.means),
+    }
+    name, call = calls[what]
+    n = len(compile_cache.events())
+    first = np.asarray(call())
+    assert (name, "compile") in _kinds(n), _kinds(n)
+    compile_cache.clear_memory()
+    n = len(compile_cache.events())
+    again = np.asarray(call())
+    assert (name, "load") in _kinds(n) and (name, "compile") not in _kinds(n), _kinds(n)
+    np.testing.assert_array_equal(again, first)
+    assert stepwise_schedule() == stepwise_schedule(2.0, 0.6)
+    assert hash(stepwise_schedule(kappa=1.0)) == hash(stepwise_schedule(kappa=1))
