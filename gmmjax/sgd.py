@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .compile_cache import cached_jit
 from .covariance import array_namespace, get_covariance_model
 from .em import Status
 from .init import INIT_METHODS, initialize
@@ -202,7 +203,7 @@ def params_to_frame(params: MixtureParams, shift, scale) -> MixtureParams:
                                     params.precisions_cholesky * scale, params.covariance_type)
 
 
-@jax.jit
+@cached_jit
 def _final_params(u, frame):
     """The trained unconstrained params as MixtureParams in the data's frame (one program)."""
     return params_from_frame(from_unconstrained(u), *frame)
@@ -400,6 +401,20 @@ def _default_optimizer(learning_rate: float) -> optax.GradientTransformation:
     return optax.adam(learning_rate)
 
 
+class DefaultAdam(NamedTuple):
+    """The default optimizer, ``optax.adam(learning_rate)``, named by plain values: as a static
+    argument it keys gmmjax's on-disk program cache (an optax transformation, a tuple of
+    closures, cannot), so a later process loads fit_sgd's programs instead of compiling."""
+
+    learning_rate: float
+
+
+def _optimizer(optimizer) -> optax.GradientTransformation:
+    """The transformation a program runs: the user's, or the default one ``DefaultAdam`` names."""
+    return _default_optimizer(optimizer.learning_rate) if isinstance(optimizer, DefaultAdam) \
+        else optimizer
+
+
 def _status(ok, n_nonfinite):
     xp = array_namespace(n_nonfinite)
     return xp.where(~ok, Status.ILL_DEFINED_COVARIANCE,
@@ -407,11 +422,12 @@ def _status(ok, n_nonfinite):
                     ).astype(np.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("optimizer", "n_components", "covariance_type",
-                                             "init_name", "n_epochs", "batch_size", "shuffle",
-                                             "use_prior"))
+@functools.partial(cached_jit, static_argnames=("optimizer", "n_components", "covariance_type",
+                                                "init_name", "n_epochs", "batch_size", "shuffle",
+                                                "use_prior"))
 def _fit_sgd_array(key, x, w, init_params, prior, reg_covar, *, optimizer, n_components,
                    covariance_type, init_name, n_epochs, batch_size, shuffle, use_prior):
+    optimizer = _optimizer(optimizer)
     shift, scale = data_frame(x, w)
     xs = (x - shift) / scale
     init_key, shuffle_key = jax.random.split(key)
@@ -448,10 +464,11 @@ def _fit_sgd_array(key, x, w, init_params, prior, reg_covar, *, optimizer, n_com
                      state.n_nonfinite, _status(ok, state.n_nonfinite), state, (shift, scale))
 
 
-@functools.partial(jax.jit, static_argnames=("n_components", "covariance_type", "init_name",
-                                             "use_prior", "optimizer"))
+@functools.partial(cached_jit, static_argnames=("n_components", "covariance_type", "init_name",
+                                                "use_prior", "optimizer"))
 def _sgd_setup(key, x, w, init_params, prior, reg_covar, *, optimizer, n_components,
                covariance_type, init_name, use_prior):
+    optimizer = _optimizer(optimizer)
     shift, scale = data_frame(x, w)
     xs = (x - shift) / scale
     if init_params is not None:
@@ -466,8 +483,9 @@ def _sgd_setup(key, x, w, init_params, prior, reg_covar, *, optimizer, n_compone
     return sgd_init(params, optimizer), ok, prior, (shift, scale)
 
 
-@functools.partial(jax.jit, static_argnames=("optimizer",))
+@functools.partial(cached_jit, static_argnames=("optimizer",))
 def _frame_step(state, x, w, frame, prior, n_samples, *, optimizer):
+    optimizer = _optimizer(optimizer)
     shift, scale = frame
     state, loss = sgd_step(state, (x - shift) / scale, w, optimizer=optimizer, prior=prior,
                            n_samples=n_samples)
@@ -520,8 +538,8 @@ def fit_sgd(key: jax.Array, data, n_components: int, *, covariance_type: str = "
         n_components, batch_size, n_epochs, sample_size, warmup_batches, covariance_type,
         reg_covar)
     if optimizer is None:
-        optimizer = _default_optimizer(DEFAULT_LEARNING_RATE)
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        optimizer = DefaultAdam(float(DEFAULT_LEARNING_RATE))
+    elif not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         raise TypeError(f"optimizer must be an optax.GradientTransformation (e.g. "
                         f"optax.adam(1e-2)); got {type(optimizer).__name__}.")
     if not (prior is None or isinstance(prior, ConjugatePrior)

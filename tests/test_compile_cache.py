@@ -334,12 +334,12 @@ def _kinds(before):
     return {(e.function.rsplit(".", 1)[-1], e.kind) for e in compile_cache.events()[before:]}
 
 
-@pytest.mark.parametrize("what", ["kde", "kde_sample", "missing", "online"])
+@pytest.mark.parametrize("what", ["kde", "kde_sample", "missing", "online", "sgd", "sgd_batches"])
 def test_public_programs_are_stored_and_loaded(cache, what):
     """The KDE, missing-value evaluation and online-EM programs are cached_jit programs: a
     first call stores them, a process with nothing in memory loads them (no compile), with
-    equal results. The default online schedule is a tuple of numbers, so equal schedules
-    share the program (a lambda would not be a cacheable static)."""
+    equal results. The default online schedule and the default SGD optimizer are tuples of
+    numbers, so they key the cache (a lambda or an optax transformation could not)."""
     import gmmjax as gj
     from gmmjax.online import stepwise_schedule
     rng = np.random.default_rng(3)
@@ -354,6 +354,10 @@ def test_public_programs_are_stored_and_loaded(cache, what):
         "missing": ("_evaluate", lambda: gj.impute(params, holes)),
         "online": ("_fit_online_array", lambda: gj.fit_online(
             jax.random.key(1), x, 2, n_epochs=1, batch_size=50).params.means),
+        "sgd": ("_fit_sgd_array", lambda: gj.fit_sgd(       # the default optimizer (adam)
+            jax.random.key(2), x, 2, n_epochs=2, batch_size=50).params.means),
+        "sgd_batches": ("_frame_step", lambda: gj.fit_sgd(
+            jax.random.key(2), lambda: iter([x[:75], x[75:]]), 2, n_epochs=2).params.means),
     }
     name, call = calls[what]
     n = len(compile_cache.events())
