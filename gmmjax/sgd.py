@@ -483,7 +483,8 @@ def _sgd_setup(key, x, w, init_params, prior, reg_covar, *, optimizer, n_compone
     return sgd_init(params, optimizer), ok, prior, (shift, scale)
 
 
-@functools.partial(cached_jit, static_argnames=("optimizer",))
+# per batch: a plain jit (JAX's fast dispatch; see online._online_step_jit)
+@functools.partial(jax.jit, static_argnames=("optimizer",))
 def _frame_step(state, x, w, frame, prior, n_samples, *, optimizer):
     optimizer = _optimizer(optimizer)
     shift, scale = frame

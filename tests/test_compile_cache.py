@@ -356,7 +356,7 @@ def test_public_programs_are_stored_and_loaded(cache, what):
             jax.random.key(1), x, 2, n_epochs=1, batch_size=50).params.means),
         "sgd": ("_fit_sgd_array", lambda: gj.fit_sgd(       # the default optimizer (adam)
             jax.random.key(2), x, 2, n_epochs=2, batch_size=50).params.means),
-        "sgd_batches": ("_frame_step", lambda: gj.fit_sgd(
+        "sgd_batches": ("_sgd_setup", lambda: gj.fit_sgd(
             jax.random.key(2), lambda: iter([x[:75], x[75:]]), 2, n_epochs=2).params.means),
     }
     name, call = calls[what]
