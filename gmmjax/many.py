@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,8 @@ def pad_datasets(datasets, sample_weights=None):
 # fit's options that shape the program (static) and those it takes as operands (traced)
 _STATIC_OPTIONS = ("covariance_type", "n_init", "max_iter", "chunk_size", "missing")
 _OPERAND_OPTIONS = ("tol", "reg_covar", "initial_lower_bound")
+_FIT_DEFAULTS = {name: inspect.signature(fit).parameters[name].default
+                 for name in _STATIC_OPTIONS + _OPERAND_OPTIONS}
 
 
 @functools.partial(cached_jit, static_argnames=("n_components", "init_method", "init_axis")
@@ -158,9 +161,7 @@ def fit_many(key: jax.Array, datasets, n_components: int, *, sample_weights=None
     unknown = set(fit_kwargs) - set(_STATIC_OPTIONS) - set(_OPERAND_OPTIONS)
     if unknown:
         raise TypeError(f"fit_many got unexpected keyword arguments {sorted(unknown)}.")
-    options = {"covariance_type": "full", "n_init": 1, "max_iter": 100, "tol": 1e-3,
-               "reg_covar": 1e-6, "chunk_size": None, "missing": "error",
-               "initial_lower_bound": None, **fit_kwargs}
+    options = {**_FIT_DEFAULTS, **fit_kwargs}
     # the host checks fit makes on concrete options (inside the program they are traced)
     _, options["n_init"], options["max_iter"], options["chunk_size"] = check_em_options(
         n_components, options["n_init"], options["max_iter"], options["tol"],

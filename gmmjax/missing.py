@@ -376,7 +376,7 @@ def _rows(params: MixtureParams, x: jax.Array, buckets: tuple[int, ...], draws=N
         cond = condition(params, x, shift, n_slots)
         log_resp, norm = log_resp_and_norm(cond.log_prob.T + jnp.log(params.weights))
         # a row with nothing observed has density 1: log 0 exactly, not log Σπ's rounding
-        norm = jnp.where(jnp.all(jnp.isnan(x), axis=1), 0.0, norm).astype(norm.dtype)
+        norm = jnp.where(jnp.all(jnp.isnan(x), axis=1), 0.0, norm)
         if draws is None:
             completed = jnp.sum(jnp.exp(log_resp).T[:, None] * (cond.resid + centres[:, :, None]),
                                 axis=0).T
