@@ -143,8 +143,10 @@ def _program_log():
         per = {}
         for e in compile_cache.events():
             name = e.function.rsplit(".", 1)[-1]
-            row = per.setdefault(name, {"compile": 0, "load": 0, "uncached": 0, "seconds": 0.0})
+            row = per.setdefault(name, {"compile": 0, "load": 0, "uncached": 0, "prefetched": 0,
+                                        "seconds": 0.0})
             row[e.kind] += 1
+            row["prefetched"] += e.prefetched
             row["seconds"] += e.seconds
         return {"programs": per,
                 "n_programs": sum(r["compile"] + r["load"] + r["uncached"] for r in per.values()),
@@ -253,15 +255,16 @@ def render(workflows: dict, imports: dict | None = None) -> str:
     lines = ["time to first result (whole process, fresh processes; sklearn best of 2):",
              f"{'workflow':10s} {'sklearn':>8s} {'gmmjax 1st':>11s} {'ratio':>6s} "
              f"{'gmmjax 2nd':>11s} {'ratio':>6s} {'programs':>8s} {'compile s':>9s} "
-             f"{'2nd loads':>9s} {'2nd compiles':>12s}"]
+             f"{'2nd loads':>9s} {'(prefetched)':>12s} {'2nd compiles':>12s}"]
     for name, w in workflows.items():
         first, second = w["gmmjax_first"], w["gmmjax_second"]
         loads = sum(r["load"] for r in second["programs"].values())
+        prefetched = sum(r["prefetched"] for r in second["programs"].values())
         builds = sum(r["compile"] + r["uncached"] for r in second["programs"].values())
         lines.append(f"{name:10s} {w['sklearn']['wall_s']:8.2f} {first['wall_s']:11.2f} "
                      f"{w['first_ratio']:6.2f} {second['wall_s']:11.2f} {w['second_ratio']:6.2f} "
                      f"{first['n_programs']:8d} {first['xla_compile_s']:9.2f} {loads:9d} "
-                     f"{builds:12d}")
+                     f"{prefetched:12d} {builds:12d}")
     for name, w in workflows.items():
         per = ", ".join(f"{fn} {r['compile'] + r['uncached']}×{r['seconds'] / max(1, r['compile'] + r['uncached'] + r['load']):.2f}s"
                         for fn, r in w["gmmjax_first"]["programs"].items())

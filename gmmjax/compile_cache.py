@@ -17,15 +17,19 @@ It is on by default; ``GMMJAX_CACHE=0`` turns it off; ``GMMJAX_CACHE_MAX_MB`` bo
 (default 512; the oldest used entries are evicted). A compiled program is code: folders are created 0700, and a folder or
 file not owned by the user or writable by group/others is never read (a warning, once). A failed
 load (corrupt file, other CPU, other version) recompiles silently; a folder that cannot be written
-warns once and the package works without the cache.
+warns once and the package works without the cache. Each process records which entries it used;
+the next run of the same command loads them in a background thread ("prefetch" below).
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import gc
 import hashlib
 import inspect
+import io
+import json
 import os
 import pickle
 import platform
@@ -63,11 +67,13 @@ _PLAIN = (type(None), bool, int, float, str)
 class CacheEvent:
     """One program obtained by a :func:`cached_jit` function: ``kind`` is "compile" (traced,
     lowered and compiled: a miss), "load" (read from disk) or "uncached" (compiled, not storable).
-    ``seconds`` is the time it took."""
+    ``seconds`` is the time it took; ``prefetched``: a load the background thread had done (or
+    was doing) for this call (see "prefetch" below)."""
 
     function: str
     kind: str
     seconds: float
+    prefetched: bool = False
 
 
 @dataclass
@@ -110,6 +116,8 @@ def configure(directory: str | os.PathLike | None = None, *, enabled: bool | Non
         _state.machine_dir = None
         _state.warned = False
         _state.configured = True
+    _drop_prefetched()
+    _prefetch.used = []
 
 
 def _ensure_configured() -> None:
@@ -134,8 +142,9 @@ def clear() -> None:
     root = _state.root
     if root is None or not root.is_dir():
         return
+    _drop_prefetched()
     for sub in [root, *(p for p in root.iterdir() if p.is_dir())]:
-        for f in sub.glob("*" + _SUFFIX):
+        for f in [*sub.glob("*" + _SUFFIX), sub / _SESSIONS]:
             f.unlink(missing_ok=True)
 
 
@@ -220,15 +229,34 @@ def _machine_dir() -> Path | None:
 
 # ---------------------------------------------------------------------- entries on disk
 
-def _read_entry(path: Path, key: str):
-    """(in_tree, out_tree, payload) of a stored entry, or None (absent, foreign or corrupt)."""
+class _NoImportUnpickler(pickle.Unpickler):
+    """Resolves classes only from modules already imported: the prefetch thread never imports
+    (an import there could wait on, or race with, the main thread's imports)."""
+
+    def find_class(self, module, name):
+        mod = sys.modules.get(module)
+        if mod is None or getattr(getattr(mod, "__spec__", None), "_initializing", False):
+            raise pickle.UnpicklingError(f"{module} is not imported")
+        value = mod
+        for part in name.split("."):
+            value = getattr(value, part)
+        return value
+
+
+def _read_file(path: Path, warn: bool = True, imports: bool = True):
+    """(signature, stored key, in_tree, out_tree, payload) of a stored entry, or None (absent,
+    foreign or corrupt; with ``imports=False`` also one naming a type of a module not imported
+    yet). The signature (inode, size, mtime) tells a later reader whether the file it names is
+    still the one read."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return None
     with os.fdopen(fd, "rb") as f:
-        if hasattr(os, "getuid") and not _private(os.fstat(f.fileno())):
-            _warn_once(f"refusing {path}: not owned by this user or writable by group/others")
+        st = os.fstat(f.fileno())
+        if hasattr(os, "getuid") and not _private(st):
+            if warn:
+                _warn_once(f"refusing {path}: not owned by this user or writable by group/others")
             return None
         data = f.read()
     if not data.startswith(_MAGIC):
@@ -236,12 +264,25 @@ def _read_entry(path: Path, key: str):
     try:
         n = int.from_bytes(data[len(_MAGIC):len(_MAGIC) + 8], "little")
         head = len(_MAGIC) + 8
-        stored_key, in_tree, out_tree = pickle.loads(data[head:head + n])
+        header = data[head:head + n]
+        stored_key, in_tree, out_tree = (
+            pickle.loads(header) if imports else _NoImportUnpickler(io.BytesIO(header)).load())
     except Exception:
         return None
-    if stored_key != key:
+    return _signature(st), stored_key, in_tree, out_tree, data[head + n:]
+
+
+def _signature(st: os.stat_result) -> tuple:
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _read_entry(path: Path, key: str):
+    """(in_tree, out_tree, payload) of a stored entry, or None (absent, foreign, corrupt or
+    stored under another key)."""
+    entry = _read_file(path)
+    if entry is None or entry[1] != key:
         return None
-    return in_tree, out_tree, data[head + n:]
+    return entry[2:]
 
 
 def _write_entry(directory: Path, path: Path, key: str, in_tree, out_tree, payload: bytes) -> None:
@@ -298,6 +339,186 @@ def _evict(root: Path) -> None:
             total -= size
         except OSError:
             pass
+
+
+# ---------------------------------------------------------------------- prefetch
+
+# A run of a command mostly needs the programs its previous run needed. Each process records, in
+# its machine folder's sessions file, the entries it used (first use first, at most
+# PREFETCH_PROGRAMS) under its command line and under its script alone. The next process with
+# that command line (else that script) loads them in a background thread, started when the
+# estimators are imported (before scikit-learn's import) or at the first cached call, while the
+# main thread goes on: deserializing an executable releases the GIL (a fit program takes
+# ~40-70 ms to load on a 2-core CPU, most of it rebuilding its HLO module). A program is taken
+# from the thread only if its file is still the one read and its stored key is the one asked
+# for; one not loaded yet is loaded by the caller itself; one never asked for is dropped with
+# the process.
+PREFETCH_PROGRAMS = 16
+_SESSIONS = "sessions.json"
+_SESSIONS_KEPT = 64
+
+
+class _Slot:
+    """One entry the prefetch thread loads: state "pending" -> "loading" -> "done", or
+    "claimed" (the caller loads it itself)."""
+
+    def __init__(self):
+        self.state = "pending"
+        self.done = threading.Event()
+        self.result = None          # (signature, stored key, executable) or None
+
+
+@dataclass
+class _Prefetch:
+    started: bool = False
+    directory: Path | None = None
+    slots: dict = field(default_factory=dict)        # entry file name -> _Slot
+    used: list = field(default_factory=list)         # entry file names this process used
+    stop: bool = False
+    thread: threading.Thread | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_prefetch = _Prefetch()
+
+
+def _command_keys() -> tuple[str, str]:
+    """(this command line, its script alone), as the keys of the sessions file."""
+    argv = list(sys.argv) or [""]
+    script = argv[0]
+    if script and os.path.isfile(script):
+        script = os.path.realpath(script)
+    return repr((script, argv[1:])), repr((script,))
+
+
+def _read_sessions(directory: Path) -> dict:
+    """The sessions file of a machine folder ({command key: [entry names]}), {} if absent,
+    foreign or corrupt."""
+    try:
+        fd = os.open(directory / _SESSIONS, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return {}
+    try:
+        with os.fdopen(fd, "rb") as f:
+            if hasattr(os, "getuid") and not _private(os.fstat(f.fileno())):
+                return {}
+            sessions = json.loads(f.read())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(sessions, dict):
+        return {}
+    return {k: v for k, v in sessions.items() if isinstance(k, str) and isinstance(v, list)
+            and all(isinstance(n, str) and n.endswith(_SUFFIX) and os.sep not in n for n in v)}
+
+
+def _record_use(path: Path) -> None:
+    """Add an entry this process used to its sessions (the first PREFETCH_PROGRAMS only)."""
+    used = _prefetch.used
+    if path.name in used or len(used) >= PREFETCH_PROGRAMS:
+        return
+    used.append(path.name)
+    sessions = _read_sessions(path.parent)
+    for key in _command_keys():
+        sessions.pop(key, None)
+        sessions[key] = list(used)           # most recent last
+    sessions = dict(list(sessions.items())[-_SESSIONS_KEPT:])
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+        with os.fdopen(fd, "w") as f:
+            json.dump(sessions, f)
+        os.replace(tmp, path.parent / _SESSIONS)
+    except OSError:
+        pass
+
+
+def start_prefetch() -> None:
+    """Start loading, in a background thread, the programs the previous run of this command
+    used (once per process; nothing when the cache is off or nothing is recorded)."""
+    if _prefetch.started:
+        return
+    _prefetch.started = True
+    _ensure_configured()
+    try:
+        directory = _machine_dir()      # starts the backend (a failure shows at the first call)
+    except Exception:
+        return
+    if directory is None:
+        return
+    sessions = _read_sessions(directory)
+    exact, script = _command_keys()
+    names = sessions.get(exact) or sessions.get(script) or []
+    names = [n for n in dict.fromkeys(names)][:PREFETCH_PROGRAMS]
+    if not names:
+        return
+    _prepare_runtime()
+    from jax.experimental import serialize_executable   # imported here: never in the thread
+    slots = {name: _Slot() for name in names}
+    with _prefetch.lock:
+        _prefetch.directory, _prefetch.slots = directory, slots
+    _prefetch.thread = threading.Thread(target=_prefetch_loop, args=(directory, slots, serialize_executable),
+                                        name="gmmjax-prefetch", daemon=True)
+    _prefetch.thread.start()
+    atexit.register(_stop_prefetch)
+
+
+def _prefetch_loop(directory: Path, slots: dict, se) -> None:
+    for name, slot in list(slots.items()):
+        if _prefetch.stop:
+            break
+        with _prefetch.lock:
+            if slot.state != "pending":
+                continue
+            slot.state = "loading"
+        try:
+            entry = _read_file(directory / name, warn=False, imports=False)
+            if entry is not None:
+                signature, key, in_tree, out_tree, payload = entry
+                slot.result = signature, key, se.deserialize_and_load(payload, in_tree, out_tree)
+        except Exception:
+            slot.result = None
+        finally:
+            slot.state = "done"
+            slot.done.set()
+
+
+def _stop_prefetch() -> None:
+    _prefetch.stop = True
+    if _prefetch.thread is not None:
+        _prefetch.thread.join(timeout=10)
+
+
+def _take_prefetched(path: Path, key: str):
+    """The executable the prefetch thread loaded for ``path`` under ``key`` (waiting for it if
+    it is loading), or None: not prefetched, claimed now by the caller, or changed since."""
+    with _prefetch.lock:
+        if path.parent != _prefetch.directory:
+            return None
+        slot = _prefetch.slots.pop(path.name, None)
+        if slot is None:
+            return None
+        if slot.state == "pending":
+            slot.state = "claimed"
+            return None
+    slot.done.wait()
+    if slot.result is None:
+        return None
+    signature, stored_key, compiled = slot.result
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    if stored_key != key or _signature(st) != signature or (
+            hasattr(os, "getuid") and not _private(st)):
+        return None
+    return compiled
+
+
+def _drop_prefetched() -> None:
+    with _prefetch.lock:
+        for slot in _prefetch.slots.values():
+            if slot.state == "pending":
+                slot.state = "claimed"
+        _prefetch.slots = {}
 
 
 # ---------------------------------------------------------------------- lookup keys
@@ -393,6 +614,7 @@ _instances: "weakref.WeakSet[_CachedJit]" = weakref.WeakSet()
 
 def clear_memory() -> None:
     """Forget every gmmjax program held in memory in this process (disk entries are kept)."""
+    _drop_prefetched()
     for fun in list(_instances):
         fun.clear_cache()
 
@@ -501,18 +723,20 @@ class _CachedJit:
             self._memory.move_to_end(key)
             return compiled(*dyn_args, **dyn_kwargs)
         start = time.perf_counter()
+        if not _prefetch.started:
+            start_prefetch()
         path, text = self._entry_path(key)
-        compiled = self._load(path, text)
+        compiled, prefetched = self._load(path, text)
         if compiled is not None:
             try:    # a program that loads but cannot run here is a miss, like a failed load
                 out = jax.block_until_ready(compiled(*dyn_args, **dyn_kwargs))
-                self._done(key, compiled, "load", start)
+                self._done(key, compiled, "load", start, path, prefetched)
                 return out
             except Exception:
                 _discard(path)
                 start = time.perf_counter()
         compiled, kind = self._build(path, text, args, kwargs, self._options(key[0]))
-        self._done(key, compiled, kind, start)
+        self._done(key, compiled, kind, start, path)
         return compiled(*dyn_args, **dyn_kwargs)
 
     def _plain(self, *args, **kwargs):
@@ -525,11 +749,15 @@ class _CachedJit:
             relieve_map_pressure()
         return out
 
-    def _done(self, key, compiled, kind: str, start: float) -> None:
+    def _done(self, key, compiled, kind: str, start: float, path: Path | None,
+              prefetched: bool = False) -> None:
         self._memory[key] = compiled
         if len(self._memory) > MEMORY_PROGRAMS:
             self._memory.popitem(last=False)
-        _state.events.append(CacheEvent(self._name, kind, time.perf_counter() - start))
+        _state.events.append(CacheEvent(self._name, kind, time.perf_counter() - start,
+                                        prefetched))
+        if kind != "uncached" and path is not None:
+            _record_use(path)
         relieve_map_pressure()
 
     def _options(self, statics: tuple) -> dict:
@@ -550,23 +778,27 @@ class _CachedJit:
 
     @staticmethod
     def _load(path: Path | None, text: str):
-        """The stored program, or None (absent, foreign, corrupt, other CPU or version)."""
+        """(the stored program or None: absent, foreign, corrupt, other CPU or version;
+        whether the prefetch thread loaded it)."""
         if path is None:
-            return None
-        entry = _read_entry(path, text)
-        if entry is None:
-            return None
-        try:
-            _prepare_runtime()
-            from jax.experimental import serialize_executable as se
-            compiled = se.deserialize_and_load(entry[2], entry[0], entry[1])
-        except Exception:
-            return None
+            return None, False
+        compiled = _take_prefetched(path, text)
+        prefetched = compiled is not None
+        if compiled is None:
+            entry = _read_entry(path, text)
+            if entry is None:
+                return None, False
+            try:
+                _prepare_runtime()
+                from jax.experimental import serialize_executable as se
+                compiled = se.deserialize_and_load(entry[2], entry[0], entry[1])
+            except Exception:
+                return None, False
         try:
             os.utime(path)      # least recently used entries are evicted first
         except OSError:
             pass
-        return compiled
+        return compiled, prefetched
 
     def _build(self, path: Path | None, text: str, args, kwargs, options: dict):
         """Trace, lower and compile; store the executable. -> (compiled, event kind)."""

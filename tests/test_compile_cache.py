@@ -1,10 +1,12 @@
 """gmmjax.compile_cache: the persistent per-user cache of compiled programs (cached_jit)."""
 
+import json
 import os
 import stat
 import subprocess
 import sys
 import warnings
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -370,3 +372,110 @@ def test_public_programs_are_stored_and_loaded(cache, what):
     np.testing.assert_array_equal(again, first)
     assert stepwise_schedule() == stepwise_schedule(2.0, 0.6)
     assert hash(stepwise_schedule(kappa=1.0)) == hash(stepwise_schedule(kappa=1))
+
+
+# ---------------------------------------------------------------------- prefetch
+
+@pytest.fixture
+def new_process(monkeypatch):
+    """Make this process look new to the prefetch machinery; -> a function doing it again."""
+    def renew():
+        compile_cache._stop_prefetch()
+        monkeypatch.setattr(compile_cache, "_prefetch", compile_cache._Prefetch())
+        return compile_cache._prefetch
+    renew()
+    yield renew
+    compile_cache._stop_prefetch()
+
+
+def _events_since(n):
+    return [(e.kind, e.prefetched) for e in compile_cache.events()[n:]]
+
+
+def _prefetch_now():
+    compile_cache.start_prefetch()
+    if compile_cache._prefetch.thread is not None:
+        compile_cache._prefetch.thread.join()
+    return compile_cache._prefetch
+
+
+def test_next_run_of_the_command_prefetches_the_programs_this_run_used(cache, new_process,
+                                                                          monkeypatch):
+    x, y = jnp.arange(4.0), jnp.ones(4)
+    f = _fresh()
+    first = [f(x, y, power=p) for p in (2, 3)]
+    sessions = json.loads((compile_cache.cache_dir() / "sessions.json").read_text())
+    exact, script = compile_cache._command_keys()
+    assert sorted(sessions[exact]) == sorted(p.name for p in _entries(cache))
+    assert sessions[script] == sessions[exact]
+    state = new_process()                    # the next run: the thread loads both programs ...
+    _prefetch_now()
+    assert [s.state for s in state.slots.values()] == ["done", "done"]
+    monkeypatch.setattr(compile_cache, "_read_entry", lambda *a: pytest.fail("read again"))
+    n = len(compile_cache.events())
+    g = _fresh()                             # ... and its calls take them, not reading again
+    again = [g(x, y, power=p) for p in (2, 3)]
+    assert _events_since(n) == [("load", True), ("load", True)]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert state.slots == {}
+
+
+@pytest.mark.parametrize("change", ["replaced", "corrupt"])
+def test_a_prefetched_program_whose_file_changed_is_not_used(cache, new_process, change):
+    x, y = jnp.arange(4.0), jnp.ones(4)
+    expected = _fresh()(x, y, power=2)
+    (entry,) = _entries(cache)
+    new_process()
+    (slot,) = _prefetch_now().slots.values()
+    assert slot.result is not None           # loaded before the file changed
+    data = entry.read_bytes()
+    entry.unlink()
+    entry.write_bytes(data if change == "replaced" else data[: len(data) // 2])
+    entry.chmod(0o600)
+    n = len(compile_cache.events())
+    np.testing.assert_array_equal(_fresh()(x, y, power=2), expected)
+    assert _events_since(n) == [("load" if change == "replaced" else "compile", False)]
+
+
+def test_the_caller_loads_what_the_thread_has_not_reached(cache, new_process):
+    x, y = jnp.arange(4.0), jnp.ones(4)
+    _fresh()(x, y, power=2)
+    (entry,) = _entries(cache)
+    state = new_process()
+    state.started, state.directory = True, entry.parent      # a thread that never got to it
+    state.slots = {entry.name: compile_cache._Slot()}
+    n = len(compile_cache.events())
+    _fresh()(x, y, power=2)
+    assert _events_since(n) == [("load", False)] and state.slots == {}
+
+
+def test_prefetch_ignores_a_foreign_sessions_file_and_clearing_drops_it(cache, new_process):
+    x, y = jnp.arange(4.0), jnp.ones(4)
+    _fresh()(x, y, power=2)
+    sessions = compile_cache.cache_dir() / "sessions.json"
+    sessions.chmod(0o666)                    # writable by others: never followed
+    new_process()
+    assert _prefetch_now().thread is None and compile_cache._prefetch.slots == {}
+    sessions.chmod(0o600)
+    new_process()
+    assert len(_prefetch_now().slots) == 1
+    compile_cache.clear_memory()             # programs held in memory go, prefetched ones too
+    assert compile_cache._prefetch.slots == {}
+    compile_cache.clear()
+    assert not sessions.exists() and _entries(cache) == []
+
+
+class _Pair(NamedTuple):
+    a: jax.Array
+    b: jax.Array
+
+
+def test_the_prefetch_thread_never_imports(cache, monkeypatch):
+    f = cached_jit(lambda pair: pair.a * pair.b + 0 * jnp.float32(_SESSION))
+    f(_Pair(jnp.ones(3), jnp.arange(3.0)))          # an entry whose tree names _Pair
+    (entry,) = _entries(cache)
+    assert compile_cache._read_file(entry, imports=False) is not None
+    monkeypatch.delitem(sys.modules, _Pair.__module__)   # as if its module were not imported
+    assert compile_cache._read_file(entry, imports=False) is None     # skipped, not imported
+    assert _Pair.__module__ not in sys.modules

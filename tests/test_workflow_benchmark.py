@@ -18,6 +18,11 @@ def test_tiny_classic_workflow_second_run_loads_every_program():
     assert first["n_programs"] == sum(built.values())
     assert {name: r["load"] for name, r in second["programs"].items()} == built
     assert all(r["compile"] == 0 and r["uncached"] == 0 for r in second["programs"].values())
+    # The second run has the first run's command line: its programs were loaded by the
+    # prefetch thread while scikit-learn imported (the thread may lag on a busy machine, so
+    # at least one, not all) -- none in the first run, which had nothing to prefetch.
+    assert sum(r["prefetched"] for r in second["programs"].values()) >= 1
+    assert all(r["prefetched"] == 0 for r in first["programs"].values())
     # ... and XLA compiles nothing else either: no eager jax.numpy op on the host path (a scalar
     # conversion or a padding concatenate compiles ~0.1 s in every new process)
     assert second["xla_compiles"] == 0, second
