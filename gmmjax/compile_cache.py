@@ -51,7 +51,7 @@ import jax
 from .interpreter import release_freed_heap
 
 __all__ = ["CacheEvent", "cache_dir", "cached_jit", "clear", "clear_memory", "configure", "events",
-           "quick_compile", "quick_compile_options"]
+           "quick_compile", "quick_compile_options", "repeated_caller"]
 
 DEFAULT_MAX_MB = 512
 # On unless GMMJAX_CACHE=0. (A segfault once blamed on serialize_executable was the process
@@ -690,10 +690,18 @@ class _CachedJit:
         return getattr(self._jitted, name)
 
     def __call__(self, *args, **kwargs):
+        return self.call_and_program(*args, **kwargs)[0]
+
+    def call_and_program(self, *args, **kwargs):
+        """(the call's result, the program that computed it or None). The program takes the
+        dynamic arguments alone (static ones left out) of the same structure, shapes and dtypes
+        and runs with JAX's compiled-call dispatch, skipping this wrapper's lookup (~50 µs for
+        a state of many leaves): for loops calling one program many times. None when the call
+        took the plain ``jax.jit`` path (call the function itself again)."""
         _ensure_configured()
         if ((_state.machine_dir is None and _machine_dir() is None)
                 or jax.config.jax_disable_jit):
-            return self._plain(*args, **kwargs)
+            return self._plain(*args, **kwargs), None
         statics = []
         for name, pos, default in self._static:
             if name in kwargs:
@@ -703,7 +711,7 @@ class _CachedJit:
             else:
                 value = default
             if not _static_ok(value):
-                return self._plain(*args, **kwargs)
+                return self._plain(*args, **kwargs), None
             statics.append(value)
         dyn_args = tuple(a for i, a in enumerate(args) if i not in self._static_pos)
         dyn_kwargs = {k: v for k, v in kwargs.items() if k not in self._static_names}
@@ -715,13 +723,13 @@ class _CachedJit:
                 continue
             aval = _leaf_key(leaf)
             if aval is None:
-                return self._plain(*args, **kwargs)
+                return self._plain(*args, **kwargs), None
             avals.append(aval)
         key = (tuple(statics), tree, tuple(avals), _trace_context())
         compiled = self._memory.get(key)
         if compiled is not None:
             self._memory.move_to_end(key)
-            return compiled(*dyn_args, **dyn_kwargs)
+            return compiled(*dyn_args, **dyn_kwargs), compiled
         start = time.perf_counter()
         if not _prefetch.started:
             start_prefetch()
@@ -731,13 +739,13 @@ class _CachedJit:
             try:    # a program that loads but cannot run here is a miss, like a failed load
                 out = jax.block_until_ready(compiled(*dyn_args, **dyn_kwargs))
                 self._done(key, compiled, "load", start, path, prefetched)
-                return out
+                return out, compiled
             except Exception:
                 _discard(path)
                 start = time.perf_counter()
         compiled, kind = self._build(path, text, args, kwargs, self._options(key[0]))
         self._done(key, compiled, kind, start, path)
-        return compiled(*dyn_args, **dyn_kwargs)
+        return compiled(*dyn_args, **dyn_kwargs), compiled
 
     def _plain(self, *args, **kwargs):
         """The plain ``jax.jit`` call; a call that compiled a program checks the map count and
@@ -848,3 +856,25 @@ def cached_jit(fun: Callable | None = None, *, static_argnames: Sequence[str] = 
     if isinstance(static_argnames, str):
         static_argnames = (static_argnames,)
     return _CachedJit(fun, static_argnames, compiler_options)
+
+
+def repeated_caller(fun: _CachedJit, **statics) -> Callable:
+    """``step(*args)`` = ``fun(*args, **statics)`` for a loop calling one :func:`cached_jit`
+    function many times (a per-batch step): the first call, and any whose arguments differ in
+    structure, shape or dtype from the program's (JAX raises TypeError before running), go
+    through ``fun``'s lookup (memory, disk, compile); the others call the program directly. A
+    400-batch online-EM stream: 167 µs per step through the lookup, 115 µs directly, 144 µs
+    with plain ``jax.jit``."""
+    program = None
+
+    def step(*args):
+        nonlocal program
+        if program is not None:
+            try:
+                return program(*args)
+            except TypeError:
+                pass
+        out, program = fun.call_and_program(*args, **statics)
+        return out
+
+    return step

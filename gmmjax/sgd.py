@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .compile_cache import cached_jit
+from .compile_cache import cached_jit, repeated_caller
 from .covariance import array_namespace, get_covariance_model
 from .em import Status
 from .init import INIT_METHODS, initialize
@@ -483,8 +483,8 @@ def _sgd_setup(key, x, w, init_params, prior, reg_covar, *, optimizer, n_compone
     return sgd_init(params, optimizer), ok, prior, (shift, scale)
 
 
-# per batch: a plain jit (JAX's fast dispatch; see online._online_step_jit)
-@functools.partial(jax.jit, static_argnames=("optimizer",))
+# per batch, through compile_cache.repeated_caller (see online._online_step_jit)
+@functools.partial(cached_jit, static_argnames=("optimizer",))
 def _frame_step(state, x, w, frame, prior, n_samples, *, optimizer):
     optimizer = _optimizer(optimizer)
     shift, scale = frame
@@ -582,6 +582,7 @@ def fit_sgd(key: jax.Array, data, n_components: int, *, covariance_type: str = "
     n_total = None if n_samples is None else np.asarray(n_samples, dtype)
     rows = None
     losses = []
+    step = repeated_caller(_frame_step, optimizer=optimizer)
     for epoch in range(n_epochs):
         per_batch = []          # (loss, weight) of each batch, summed on the host per epoch
         for xb, wb in epochs():
@@ -589,8 +590,7 @@ def fit_sgd(key: jax.Array, data, n_components: int, *, covariance_type: str = "
                 raise ValueError(f"batch has {xb.shape[1]} features; the first batch had {d}.")
             rows = max(batch_size, xb.shape[0]) if rows is None else rows
             xb, wb = pad_batch(xb.astype(dtype), wb.astype(dtype), rows)
-            state, loss, bw = _frame_step(state, xb, wb, frame, prior_f, n_total,
-                                          optimizer=optimizer)
+            state, loss, bw = step(state, xb, wb, frame, prior_f, n_total)
             per_batch.append((loss, bw))
         if not per_batch:
             raise ValueError(f"data yielded no batches in epoch {epoch}; a callable must return "

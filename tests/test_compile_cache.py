@@ -336,7 +336,8 @@ def _kinds(before):
     return {(e.function.rsplit(".", 1)[-1], e.kind) for e in compile_cache.events()[before:]}
 
 
-@pytest.mark.parametrize("what", ["kde", "kde_sample", "missing", "online", "sgd", "sgd_batches"])
+@pytest.mark.parametrize("what", ["kde", "kde_sample", "missing", "online", "online_step", "sgd",
+                                  "sgd_batches", "sgd_step"])
 def test_public_programs_are_stored_and_loaded(cache, what):
     """The KDE, missing-value evaluation and online-EM programs are cached_jit programs: a
     first call stores them, a process with nothing in memory loads them (no compile), with
@@ -360,6 +361,11 @@ def test_public_programs_are_stored_and_loaded(cache, what):
             jax.random.key(2), x, 2, n_epochs=2, batch_size=50).params.means),
         "sgd_batches": ("_sgd_setup", lambda: gj.fit_sgd(
             jax.random.key(2), lambda: iter([x[:75], x[75:]]), 2, n_epochs=2).params.means),
+        # the per-batch steps over an iterable of batches (compile_cache.repeated_caller)
+        "online_step": ("_online_step_jit", lambda: gj.fit_online(
+            jax.random.key(1), lambda: iter([x[:75], x[75:]]), 2, n_epochs=2).params.means),
+        "sgd_step": ("_frame_step", lambda: gj.fit_sgd(
+            jax.random.key(2), lambda: iter([x[:75], x[75:]]), 2, n_epochs=2).params.means),
     }
     name, call = calls[what]
     n = len(compile_cache.events())
@@ -372,6 +378,31 @@ def test_public_programs_are_stored_and_loaded(cache, what):
     np.testing.assert_array_equal(again, first)
     assert stepwise_schedule() == stepwise_schedule(2.0, 0.6)
     assert hash(stepwise_schedule(kappa=1.0)) == hash(stepwise_schedule(kappa=1))
+
+
+def test_repeated_caller_calls_the_program_directly_and_follows_new_shapes(cache, monkeypatch):
+    f = _own_function()
+    step = compile_cache.repeated_caller(f, power=2)
+    lookups = []
+    real = f.call_and_program
+    monkeypatch.setattr(f, "call_and_program",
+                        lambda *a, **k: (lookups.append(a[0].shape), real(*a, **k))[1])
+    n = len(compile_cache.events())
+    x, y = jnp.arange(4.0) / 4, jnp.ones(4)
+    expected = np.asarray(x)
+    for _ in range(4):                  # the first call looks the program up, the rest run it
+        x = step(x, y)
+        expected = 2.0 * expected ** 2 + 1.0
+    np.testing.assert_allclose(x, expected, rtol=1e-6)
+    assert lookups == [(4,)] and _new_events(n) == ["compile"]
+    z = step(jnp.arange(6.0), jnp.ones(6))          # other shapes: looked up again
+    np.testing.assert_allclose(z, 2.0 * np.arange(6.0) ** 2 + 1.0)
+    assert lookups == [(4,), (6,)] and _new_events(n) == ["compile", "compile"]
+    assert step(x, y).shape == (4,) and lookups[-1] == (4,)    # back: a memory hit, no event
+    assert _new_events(n) == ["compile", "compile"]
+    assert real(x, y, power=2)[1] is not None
+    with jax.disable_jit():                          # the plain path: no program to reuse
+        assert real(x, y, power=2)[1] is None
 
 
 # ---------------------------------------------------------------------- prefetch
