@@ -382,6 +382,17 @@ class _Prefetch:
 _prefetch = _Prefetch()
 
 
+def _after_fork_in_child() -> None:
+    """A forked child has no prefetch thread (only the forking one survives): start empty, with
+    a fresh lock (the thread may have held the parent's), and prefetch nothing more."""
+    global _prefetch
+    _prefetch = _Prefetch(started=True)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _command_keys() -> tuple[str, str]:
     """(this command line, its script alone), as the keys of the sessions file."""
     argv = list(sys.argv) or [""]
@@ -452,20 +463,20 @@ def start_prefetch() -> None:
         return
     _prepare_runtime()
     from jax.experimental import serialize_executable   # imported here: never in the thread
-    slots = {name: _Slot() for name in names}
-    with _prefetch.lock:
-        _prefetch.directory, _prefetch.slots = directory, slots
-    _prefetch.thread = threading.Thread(target=_prefetch_loop, args=(directory, slots, serialize_executable),
-                                        name="gmmjax-prefetch", daemon=True)
-    _prefetch.thread.start()
-    atexit.register(_stop_prefetch)
+    state, slots = _prefetch, {name: _Slot() for name in names}
+    with state.lock:
+        state.directory, state.slots = directory, slots
+    state.thread = threading.Thread(target=_prefetch_loop, name="gmmjax-prefetch", daemon=True,
+                                    args=(state, directory, slots, serialize_executable))
+    state.thread.start()
+    atexit.register(_stop_prefetch, state)
 
 
-def _prefetch_loop(directory: Path, slots: dict, se) -> None:
+def _prefetch_loop(state: _Prefetch, directory: Path, slots: dict, se) -> None:
     for name, slot in list(slots.items()):
-        if _prefetch.stop:
+        if state.stop:
             break
-        with _prefetch.lock:
+        with state.lock:
             if slot.state != "pending":
                 continue
             slot.state = "loading"
@@ -481,10 +492,12 @@ def _prefetch_loop(directory: Path, slots: dict, se) -> None:
             slot.done.set()
 
 
-def _stop_prefetch() -> None:
-    _prefetch.stop = True
-    if _prefetch.thread is not None:
-        _prefetch.thread.join(timeout=10)
+def _stop_prefetch(state: _Prefetch | None = None) -> None:
+    """Stop a prefetch thread (this process's by default) after its current entry; wait."""
+    state = _prefetch if state is None else state
+    state.stop = True
+    if state.thread is not None:
+        state.thread.join(timeout=10)
 
 
 def _take_prefetched(path: Path, key: str):

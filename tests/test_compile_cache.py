@@ -368,6 +368,7 @@ def test_public_programs_are_stored_and_loaded(cache, what):
             jax.random.key(2), lambda: iter([x[:75], x[75:]]), 2, n_epochs=2).params.means),
     }
     name, call = calls[what]
+    compile_cache.clear_memory()        # not held from another test: built into this folder
     n = len(compile_cache.events())
     first = np.asarray(call())
     assert (name, "compile") in _kinds(n), _kinds(n)
@@ -510,3 +511,19 @@ def test_the_prefetch_thread_never_imports(cache, monkeypatch):
     monkeypatch.delitem(sys.modules, _Pair.__module__)   # as if its module were not imported
     assert compile_cache._read_file(entry, imports=False) is None     # skipped, not imported
     assert _Pair.__module__ not in sys.modules
+
+
+def test_a_forked_child_starts_without_the_parents_prefetch(new_process, monkeypatch):
+    parent = new_process()
+    parent.slots = {"x.gmmx": compile_cache._Slot()}
+    parent.lock.acquire()                    # the parent's thread held the lock when it forked
+    try:
+        compile_cache._after_fork_in_child()
+        child = compile_cache._prefetch
+        assert child is not parent and child.started and child.slots == {}
+        assert child.lock.acquire(blocking=False)
+        child.lock.release()
+        compile_cache.start_prefetch()       # prefetches nothing more
+        assert child.thread is None
+    finally:
+        parent.lock.release()
