@@ -158,7 +158,6 @@ def test_log_prob_through_unconstrained(covariance_type, x64, blobs):
 
 
 def test_jit_vmap_of_grad(covariance_type, x64, blobs):
-    p = _params(covariance_type)
     x = jnp.asarray(blobs[:20])
     grad_fn = jax.jit(jax.grad(lambda p, x: jnp.sum(gj.log_prob(p, x))))
     batch = jax.tree_util.tree_map(lambda a: np.stack([a, 1.1 * a]), _params_np(covariance_type))

@@ -14,7 +14,6 @@ import pytest
 from scipy.special import logsumexp
 
 import gmmjax as gj
-from gmmjax import missing as gm
 
 N, D, K = 60, 4, 3
 TYPES = ("full", "tied", "diag", "spherical")

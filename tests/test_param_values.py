@@ -2,7 +2,6 @@
 from_covariances / from_precisions / from_precisions_cholesky, and sample."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
