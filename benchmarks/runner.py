@@ -9,7 +9,9 @@ import importlib
 import importlib.util
 import json
 import math
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -325,7 +327,8 @@ def main(argv=None) -> dict:
                  "dtype": "float32",
                  "scipy_array_api": os.environ.get("SCIPY_ARRAY_API"),
                  "timing": "best (min) of repeated calls after a first (compile) call; outputs "
-                           "blocked with jax.block_until_ready; compile_s = first − best",
+                           "blocked with jax.block_until_ready; compile_s = first − best, "
+                           "programs built in a fresh gmmjax cache folder",
                  "memory": "sklearn/NumPy: tracemalloc peak; all: peak RSS growth sampled every "
                            "2 ms in one extra call (psutil); gmmjax: XLA memory_analysis "
                            "(arguments + outputs + temporaries) when xla_memory is on",
@@ -334,6 +337,12 @@ def main(argv=None) -> dict:
         "notes": notes,
         "cases": [],
     }
+    # compile_s must be a compile: the cases build their programs in a fresh gmmjax cache folder
+    # (with the user's, a repeated run would load them, and the prefetch thread would load an
+    # earlier run's programs beside the first case). Removed after the cases.
+    from gmmjax import compile_cache
+    bench_cache = tempfile.mkdtemp(prefix="gmmjax-bench-cache-")
+    compile_cache.configure(bench_cache)
     prog = Progress(len(cases))
     for case in cases:
         prog.start(case.name)
@@ -347,6 +356,8 @@ def main(argv=None) -> dict:
         results["cases"].append(rec)
         prog.finish_case()
     prog.close()
+    compile_cache.configure()
+    shutil.rmtree(bench_cache, ignore_errors=True)
     workflow_text = _run_workflows(args, quick, results)
     results["meta"]["total_s"] = time.perf_counter() - t_start
     try:

@@ -142,6 +142,8 @@ def test_main_writes_json_table_and_plots(tmp_path, monkeypatch, capsys):
     micro = [cases_core.em_case(N, D, K, "full", IT, peers=False, target=1e-6),
              cases_core.score_case(N, D, K, "full")]
     monkeypatch.setattr(runner, "discover", lambda quick: (micro, ["a note"]))
+    from gmmjax import compile_cache
+    folder, n_events = compile_cache.cache_dir(), len(compile_cache.events())
     res = runner.main(["--quick", "--out", str(tmp_path), "--matmul-n", "64", "--repeats", "1",
                        "--min-time", "0", "--xla-memory", "none", "--no-workflows"])
     out = capsys.readouterr().out
@@ -156,6 +158,10 @@ def test_main_writes_json_table_and_plots(tmp_path, monkeypatch, capsys):
     assert data["cases"][0]["target_met"] is True
     assert data["cases"][1]["impls"]["gmmjax"]["throughput"] > 0
     assert res["cases"][1]["loglik_abs_diff"] < 1e-3
+    # the cases built their programs in a fresh cache folder (nothing loaded from an earlier
+    # run: compile_s is a compile), and the process's own folder is back afterwards
+    assert all(e.kind != "load" for e in compile_cache.events()[n_events:])
+    assert compile_cache.cache_dir() == folder
 
 
 # ----------------------------------------------------------------------------- fair BLAS baseline
