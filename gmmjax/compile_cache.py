@@ -243,22 +243,35 @@ class _NoImportUnpickler(pickle.Unpickler):
         return value
 
 
+def _read_private(path: Path, warn: bool = True):
+    """(stat, bytes) of a file owned by this user and not writable by others, else None
+    (absent, a link, or foreign: a warning, once, when ``warn``)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if hasattr(os, "getuid") and not _private(st):
+                if warn:
+                    _warn_once(f"refusing {path}: not owned by this user or writable by "
+                               "group/others")
+                return None
+            return st, f.read()
+    except OSError:
+        return None
+
+
 def _read_file(path: Path, warn: bool = True, imports: bool = True):
     """(signature, stored key, in_tree, out_tree, payload) of a stored entry, or None (absent,
     foreign or corrupt; with ``imports=False`` also one naming a type of a module not imported
     yet). The signature (inode, size, mtime) tells a later reader whether the file it names is
     still the one read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
+    read = _read_private(path, warn)
+    if read is None:
         return None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if hasattr(os, "getuid") and not _private(st):
-            if warn:
-                _warn_once(f"refusing {path}: not owned by this user or writable by group/others")
-            return None
-        data = f.read()
+    st, data = read
     if not data.startswith(_MAGIC):
         return None
     try:
@@ -405,16 +418,10 @@ def _command_keys() -> tuple[str, str]:
 def _read_sessions(directory: Path) -> dict:
     """The sessions file of a machine folder ({command key: [entry names]}), {} if absent,
     foreign or corrupt."""
+    read = _read_private(directory / _SESSIONS, warn=False)
     try:
-        fd = os.open(directory / _SESSIONS, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
-        return {}
-    try:
-        with os.fdopen(fd, "rb") as f:
-            if hasattr(os, "getuid") and not _private(os.fstat(f.fileno())):
-                return {}
-            sessions = json.loads(f.read())
-    except (OSError, ValueError):
+        sessions = json.loads(read[1]) if read is not None else {}
+    except ValueError:
         return {}
     if not isinstance(sessions, dict):
         return {}
@@ -458,7 +465,7 @@ def start_prefetch() -> None:
     sessions = _read_sessions(directory)
     exact, script = _command_keys()
     names = sessions.get(exact) or sessions.get(script) or []
-    names = [n for n in dict.fromkeys(names)][:PREFETCH_PROGRAMS]
+    names = list(dict.fromkeys(names))[:PREFETCH_PROGRAMS]
     if not names:
         return
     _prepare_runtime()
